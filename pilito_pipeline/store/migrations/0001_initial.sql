@@ -16,6 +16,7 @@ CREATE TABLE websites (
     progress            jsonb       NOT NULL DEFAULT '{}',
     last_error          text,
     last_crawled_at     timestamptz,
+    crawl_requested_at  timestamptz NOT NULL DEFAULT now(),
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, url)
@@ -27,6 +28,7 @@ CREATE TABLE pages (
     website_id       bigint      NOT NULL REFERENCES websites (id) ON DELETE CASCADE,
     url              text        NOT NULL,
     partition_key    text        GENERATED ALWAYS AS ('p' || id::text) STORED,
+    partition_registered boolean NOT NULL DEFAULT false,
     status           text        NOT NULL DEFAULT 'discovered'
                      CHECK (status IN ('discovered', 'fetched', 'not_modified', 'skipped', 'failed', 'gone')),
     failure_reason   text,
@@ -36,6 +38,7 @@ CREATE TABLE pages (
     last_modified    text,
     title            text,
     language         text,
+    links            text[]      NOT NULL DEFAULT '{}',
     document         jsonb,
     content_hash     text,
     processed_hash   text,

@@ -1,0 +1,184 @@
+"""Pages of crawled websites: what was fetched, its extracted document, and what still needs chunks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+PAGE_KEY_PATTERN = re.compile(r"p\d+")
+
+
+@dataclass(frozen=True)
+class StoredValidators:
+    etag: str | None
+    last_modified: str | None
+    links: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    """One crawl outcome for a URL, ready to be written."""
+
+    url: str
+    depth: int
+    status: str  # fetched | not_modified | skipped | failed | gone
+    http_status: int | None = None
+    failure_reason: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    links: tuple[str, ...] = ()
+    title: str | None = None
+    language: str | None = None
+    document: dict[str, Any] | None = None
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingPage:
+    """A page whose extracted text changed since its chunks were written."""
+
+    partition_key: str
+    tenant_id: str
+    website_id: int
+    url: str
+    content_hash: str
+    document: dict[str, Any]
+
+
+def page_id_from_partition_key(key: str) -> int:
+    if not PAGE_KEY_PATTERN.fullmatch(key):
+        raise ValueError(f"not a page partition key: {key!r}")
+    return int(key[1:])
+
+
+def stored_validators(conn: psycopg.Connection, website_id: int, url: str) -> StoredValidators | None:
+    """Validators of the last successful fetch, for a conditional request."""
+    row = conn.execute(
+        "SELECT etag, last_modified, links FROM pages"
+        " WHERE website_id = %s AND url = %s AND status IN ('fetched', 'not_modified')",
+        (website_id, url),
+    ).fetchone()
+    if row is None:
+        return None
+    return StoredValidators(row["etag"], row["last_modified"], tuple(row["links"]))
+
+
+def record_page(
+    conn: psycopg.Connection, tenant_id: str, website_id: int, page: PageRecord
+) -> tuple[str, bool]:
+    """Upsert one crawl outcome; return (partition key, whether its partition must be registered).
+
+    A 304 keeps the stored document and hash; a skipped/failed fetch keeps the last good document
+    and its chunks (nothing already stored is lost) and records why.
+    """
+    keeps_document = page.status in ("not_modified", "skipped", "failed")
+    row = conn.execute(
+        """
+        INSERT INTO pages AS p (tenant_id, website_id, url, status, failure_reason, http_status,
+                               depth, etag, last_modified, links, title, language, document,
+                               content_hash, fetched_at, last_seen_at)
+        VALUES (%(tenant)s, %(website)s, %(url)s, %(status)s, %(reason)s, %(http)s, %(depth)s,
+                %(etag)s, %(lm)s, %(links)s, %(title)s, %(language)s, %(document)s, %(hash)s,
+                now(), now())
+        ON CONFLICT (website_id, url) DO UPDATE SET
+            status = EXCLUDED.status,
+            failure_reason = EXCLUDED.failure_reason,
+            http_status = EXCLUDED.http_status,
+            depth = LEAST(p.depth, EXCLUDED.depth),
+            etag = CASE WHEN %(keep)s THEN p.etag ELSE EXCLUDED.etag END,
+            last_modified = CASE WHEN %(keep)s THEN p.last_modified ELSE EXCLUDED.last_modified END,
+            links = CASE WHEN %(keep)s THEN p.links ELSE EXCLUDED.links END,
+            title = COALESCE(CASE WHEN %(keep)s THEN p.title ELSE EXCLUDED.title END, p.title),
+            language = COALESCE(CASE WHEN %(keep)s THEN p.language ELSE EXCLUDED.language END, p.language),
+            document = CASE WHEN %(keep)s THEN p.document ELSE EXCLUDED.document END,
+            content_hash = CASE WHEN %(keep)s THEN p.content_hash ELSE EXCLUDED.content_hash END,
+            fetched_at = now(), last_seen_at = now(), updated_at = now()
+        RETURNING partition_key, partition_registered, document IS NOT NULL AS has_document
+        """,
+        {
+            "tenant": tenant_id, "website": website_id, "url": page.url, "status": page.status,
+            "reason": page.failure_reason, "http": page.http_status, "depth": page.depth,
+            "etag": page.etag, "lm": page.last_modified, "links": list(page.links),
+            "title": page.title, "language": page.language,
+            "document": Jsonb(page.document) if page.document is not None else None,
+            "hash": page.content_hash, "keep": keeps_document,
+        },
+    ).fetchone()
+    return row["partition_key"], row["has_document"] and not row["partition_registered"]
+
+
+def mark_partitions_registered(conn: psycopg.Connection, partition_keys: list[str]) -> None:
+    conn.execute(
+        "UPDATE pages SET partition_registered = true WHERE partition_key = ANY(%s)",
+        (partition_keys,),
+    )
+
+
+def retire_unseen_pages(conn: psycopg.Connection, website_id: int, crawl_started_at: datetime) -> list[str]:
+    """Mark pages not reached by a complete crawl (or answered 404/410) gone; return their keys."""
+    rows = conn.execute(
+        """
+        UPDATE pages SET status = 'gone',
+               failure_reason = COALESCE(failure_reason, 'no longer reachable from the site'),
+               document = NULL, content_hash = NULL, processed_hash = NULL,
+               partition_registered = false, updated_at = now()
+        WHERE website_id = %s
+          AND (last_seen_at < %s OR status = 'gone')
+          AND (status <> 'gone' OR partition_registered OR processed_hash IS NOT NULL)
+        RETURNING partition_key
+        """,
+        (website_id, crawl_started_at),
+    ).fetchall()
+    return [r["partition_key"] for r in rows]
+
+
+def pending_pages(conn: psycopg.Connection, limit: int = 5000) -> list[PendingPage]:
+    """Registered pages whose current document has no chunks yet, oldest first."""
+    rows = conn.execute(
+        """
+        SELECT partition_key, tenant_id, website_id, url, content_hash, document
+        FROM pages
+        WHERE status IN ('fetched', 'not_modified') AND partition_registered
+          AND content_hash IS DISTINCT FROM processed_hash
+        ORDER BY id
+        LIMIT %s
+        """,
+        (limit,),
+    ).fetchall()
+    return [PendingPage(**r) for r in rows]
+
+
+def load_pages(conn: psycopg.Connection, partition_keys: list[str]) -> dict[str, PendingPage]:
+    """The current document of each page (pages without one are left out)."""
+    rows = conn.execute(
+        """
+        SELECT partition_key, tenant_id, website_id, url, content_hash, document
+        FROM pages WHERE partition_key = ANY(%s) AND document IS NOT NULL
+        """,
+        (partition_keys,),
+    ).fetchall()
+    return {r["partition_key"]: PendingPage(**r) for r in rows}
+
+
+def mark_pages_processed(conn: psycopg.Connection, processed: dict[str, str]) -> None:
+    """Record which content hash each page's stored chunks were made from."""
+    conn.execute(
+        """
+        UPDATE pages SET processed_hash = v.hash, updated_at = now()
+        FROM unnest(%s::text[], %s::text[]) AS v(key, hash)
+        WHERE pages.partition_key = v.key
+        """,
+        (list(processed), list(processed.values())),
+    )
+
+
+def page_status_counts(conn: psycopg.Connection, website_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT status, count(*) AS n FROM pages WHERE website_id = %s GROUP BY status", (website_id,)
+    ).fetchall()
+    return {r["status"]: r["n"] for r in rows}
