@@ -1,0 +1,194 @@
+"""`pilito-pipeline`: register websites, add manual/FAQ text, ask, evaluate, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from pilito_pipeline.settings import get_settings
+
+
+def _database_url() -> str:
+    from pilito_pipeline.store.db import resolve_database_url
+    from pilito_pipeline.store.migrate import migrate
+
+    settings = get_settings()
+    url = resolve_database_url(settings)
+    migrate(url, embedding_dimension=settings.embedding_dimension)
+    return url
+
+
+def cmd_register_website(args: argparse.Namespace) -> int:
+    from pilito_pipeline.crawl import check_url_safe, normalize_url
+    from pilito_pipeline.store.db import transaction
+    from pilito_pipeline.store.websites import register_website
+
+    url = normalize_url(args.url)
+    check_url_safe(url, get_settings().crawl_allowed_hosts)
+    with transaction(_database_url()) as conn:
+        website = register_website(
+            conn, args.tenant, url, max_pages=args.max_pages, max_depth=args.max_depth,
+            include_patterns=tuple(args.include), exclude_patterns=tuple(args.exclude),
+            include_subdomains=args.include_subdomains,
+            recrawl_interval=timedelta(hours=args.recrawl_hours),
+        )
+    print(f"website {website.id} ({website.partition_key}) registered for tenant {website.tenant_id}: {website.url}")
+    print("the Dagster sensor `website_crawl_sensor` will crawl it within seconds")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pilito_pipeline.store.db import connect
+    from pilito_pipeline.store.pages import page_status_counts
+    from pilito_pipeline.store.websites import list_websites
+
+    with connect(_database_url()) as conn:
+        for website in list_websites(conn, args.tenant):
+            counts = page_status_counts(conn, website.id)
+            print(f"{website.partition_key} {website.tenant_id} {website.url} status={website.status}"
+                  f" last_crawled={website.last_crawled_at} pages={counts}"
+                  + (f" error={website.last_error}" if website.last_error else ""))
+    return 0
+
+
+def _provider():
+    from pilito_pipeline.embed import build_provider
+
+    return build_provider(get_settings())
+
+
+def cmd_add_manual(args: argparse.Namespace) -> int:
+    from pilito_pipeline.ingest import ingest_manual
+    from pilito_pipeline.store.db import connect
+
+    text = Path(args.file).read_text(encoding="utf-8") if args.file != "-" else sys.stdin.read()
+    with connect(_database_url()) as conn:
+        stats = ingest_manual(conn, _provider(), args.tenant, args.title, text)
+    print(f"manual '{args.title}' stored for {args.tenant}: {stats}")
+    return 0
+
+
+def cmd_add_faq(args: argparse.Namespace) -> int:
+    from pilito_pipeline.ingest import ingest_faq
+    from pilito_pipeline.store.db import connect
+
+    with connect(_database_url()) as conn:
+        stats = ingest_faq(conn, _provider(), args.tenant, args.question, args.answer)
+    print(f"FAQ entry stored for {args.tenant}: {stats}")
+    return 0
+
+
+def print_answer(result: dict, limit: int = 3) -> None:
+    chunks = result["primary_context"] + result["secondary_context"]
+    print(f"  method={result['retrieval_method']} chunks={result['total_chunks']}"
+          f" latency={result['performance']['latency_ms']:.0f}ms")
+    for rank, chunk in enumerate(chunks[:limit], start=1):
+        text = " ".join(chunk["text"].split())
+        print(f"  {rank}. [{chunk.get('chunk_type')}] {chunk.get('url') or chunk.get('document_id')}"
+              f" — {chunk.get('section_title') or ''}\n     {text[:160]}")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from pilito_pipeline.retrieval import Retriever
+
+    retriever = Retriever.from_settings(get_settings())
+    result = retriever.retrieve_context(
+        args.question, args.tenant, primary_source=args.primary_source,
+        secondary_sources=args.secondary, primary_budget=args.primary_budget,
+        secondary_budget=args.secondary_budget,
+    ).to_dict()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(f"Q: {args.question}")
+        print_answer(result, args.top)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pilito_pipeline.retrieval.evaluate import format_table, run_evaluation
+
+    table = run_evaluation(_database_url(), args.tenant, Path(args.queries), k=args.k)
+    print(format_table(table))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pilito_pipeline.demo_run import run_demo
+
+    return run_demo(port=args.port, site_port=args.site_port, keep_running=not args.exit_after_answers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pilito-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("register-website", help="register a tenant's website and request a crawl")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("url")
+    p.add_argument("--max-pages", type=int, default=get_settings().crawl_max_pages)
+    p.add_argument("--max-depth", type=int, default=5)
+    p.add_argument("--include", action="append", default=[], help="regex a URL must match (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], help="regex a URL must not match (repeatable)")
+    p.add_argument("--include-subdomains", action="store_true")
+    p.add_argument("--recrawl-hours", type=float, default=24 * 7)
+    p.set_defaults(func=cmd_register_website)
+
+    p = sub.add_parser("status", help="crawl status of websites")
+    p.add_argument("--tenant")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("add-manual", help="add or replace a tenant's manual text (chunk type 'manual')")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--title", required=True)
+    p.add_argument("--file", required=True, help="UTF-8 text file, or - for stdin")
+    p.set_defaults(func=cmd_add_manual)
+
+    p = sub.add_parser("add-faq", help="add or replace one FAQ entry (chunk type 'faq')")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--question", required=True)
+    p.add_argument("--answer", required=True)
+    p.set_defaults(func=cmd_add_faq)
+
+    p = sub.add_parser("ask", help="retrieve context for a question, as the chat backend would")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("question")
+    p.add_argument("--primary-source", default="website", choices=["website", "manual", "faq"])
+    p.add_argument("--secondary", action="append", default=[], choices=["website", "manual", "faq"])
+    p.add_argument("--primary-budget", type=int, default=800)
+    p.add_argument("--secondary-budget", type=int, default=600)
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="MRR / nDCG@10 / recall@k per retrieval method over a labelled query set")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--queries", required=True, help="JSONL labelled queries")
+    p.add_argument("--k", type=int, default=10)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="serve the sample site, crawl it through Dagster, answer two questions")
+    p.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    p.add_argument("--site-port", type=int, default=8765, help="sample website port on 127.0.0.1")
+    p.add_argument("--exit-after-answers", action="store_true", help="stop instead of keeping the UI up")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("LC_ALL", "C.UTF-8")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

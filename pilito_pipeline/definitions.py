@@ -1,0 +1,14 @@
+"""The one Definitions object Dagster loads (workspace.yaml / `dagster dev -m pilito_pipeline.definitions`)."""
+
+import dagster as dg
+
+from pilito_pipeline.defs.resources_from_env import resources_from_settings
+from pilito_pipeline.defs import checks, crawl_assets, page_assets, sensors
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([crawl_assets, page_assets]),
+    asset_checks=dg.load_asset_checks_from_modules([checks]),
+    sensors=[sensors.website_crawl_sensor, sensors.pending_pages_sensor],
+    resources=resources_from_settings(),
+    executor=dg.in_process_executor,
+)

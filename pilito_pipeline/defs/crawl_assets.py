@@ -1,0 +1,126 @@
+"""The crawl asset: one materialisation per website partition.
+
+Fetches the site (crawl/), extracts each HTML page's document (text/), stores pages as they come,
+and registers pages with new text as `pages` partitions in batches, so the pages sensor can launch
+chunk/embedding runs over contiguous key ranges. Pages gone from the site lose their chunks and
+their partition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import dagster as dg
+
+from pilito_pipeline.crawl import CrawledPage, PageValidators, crawl_website
+from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
+from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource
+from pilito_pipeline.store import pages as page_store
+from pilito_pipeline.store import websites as website_store
+from pilito_pipeline.store.knowledge import delete_sources
+from pilito_pipeline.text import ExtractionError, document_hash, extract_document
+
+PARTITION_BATCH = 50
+"""Pages registered together (contiguous keys); also how often progress is saved."""
+
+
+def page_record(crawled: CrawledPage) -> page_store.PageRecord:
+    """What to store for one crawl outcome; extraction failures become per-page `skipped` records."""
+    record = page_store.PageRecord(
+        url=crawled.url,
+        depth=crawled.depth,
+        status=crawled.outcome,
+        http_status=crawled.http_status,
+        failure_reason=crawled.reason,
+        etag=crawled.etag,
+        last_modified=crawled.last_modified,
+        links=crawled.links,
+    )
+    if crawled.outcome != "fetched" or crawled.html is None:
+        return record
+    try:
+        document = extract_document(crawled.html, crawled.url)
+    except ExtractionError as exc:
+        return page_store.PageRecord(**{**record.__dict__, "status": "skipped", "failure_reason": str(exc)})
+    return page_store.PageRecord(
+        **{
+            **record.__dict__,
+            "title": document.title,
+            "language": document.language,
+            "document": document.to_dict(),
+            "content_hash": document_hash(document),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=websites_partitions,
+    group_name="crawl",
+    kinds={"python", "postgres"},
+    description="Crawl a registered website: pages table rows and `pages` partitions for new text.",
+)
+def website_crawl(
+    context: dg.AssetExecutionContext, database: DatabaseResource, crawler: CrawlerResource
+) -> dg.MaterializeResult:
+    website_id = website_store.website_id_from_partition_key(context.partition_key)
+    with database.connect() as conn:
+        website = website_store.get_website(conn, website_id)
+        started_at = website_store.mark_crawl_started(conn, website_id)
+        conn.commit()
+
+        outcomes: Counter[str] = Counter()
+        unregistered: list[str] = []
+        clock = time.monotonic()
+
+        def known(url: str) -> PageValidators | None:
+            stored = page_store.stored_validators(conn, website_id, url)
+            return PageValidators(stored.etag, stored.last_modified, stored.links) if stored else None
+
+        def register_partitions() -> None:
+            if unregistered:
+                context.instance.add_dynamic_partitions(pages_partitions.name, unregistered)
+                page_store.mark_partitions_registered(conn, unregistered)
+                unregistered.clear()
+            website_store.record_crawl_progress(conn, website_id, dict(outcomes))
+            conn.commit()
+
+        try:
+            for crawled in crawl_website(website.url, crawler.config_for(website), known):
+                record = page_record(crawled)
+                outcomes[record.status] += 1
+                key, needs_partition = page_store.record_page(conn, website.tenant_id, website_id, record)
+                if record.status in ("skipped", "failed"):
+                    context.log.info(f"{record.status} {record.url}: {record.failure_reason}")
+                if needs_partition:
+                    unregistered.append(key)
+                if len(unregistered) >= PARTITION_BATCH or sum(outcomes.values()) % PARTITION_BATCH == 0:
+                    register_partitions()
+            register_partitions()
+        except Exception as exc:
+            conn.rollback()
+            website_store.mark_crawl_finished(conn, website_id, started_at, dict(outcomes), error=repr(exc))
+            conn.commit()
+            raise
+
+        retired = page_store.retire_unseen_pages(conn, website_id, started_at)
+        deleted_chunks = delete_sources(conn, [(website.tenant_id, "website", key) for key in retired])
+        progress = {**dict(outcomes), "retired": len(retired), "seconds": round(time.monotonic() - clock, 2)}
+        website_store.mark_crawl_finished(conn, website_id, started_at, progress)
+        conn.commit()
+
+    for key in retired:  # after commit: a retired page's partition only goes once its chunks are gone
+        if context.instance.has_dynamic_partition(pages_partitions.name, key):
+            context.instance.delete_dynamic_partition(pages_partitions.name, key)
+
+    context.log.info(f"crawled {website.url} for tenant {website.tenant_id}: {progress}")
+    return dg.MaterializeResult(
+        metadata={
+            "tenant": website.tenant_id,
+            "url": dg.MetadataValue.url(website.url),
+            **{f"pages_{name}": dg.MetadataValue.int(n) for name, n in sorted(outcomes.items())},
+            "pages_retired": dg.MetadataValue.int(len(retired)),
+            "chunks_deleted": dg.MetadataValue.int(deleted_chunks),
+            "duration_s": dg.MetadataValue.float(progress["seconds"]),
+        }
+    )

@@ -1,0 +1,65 @@
+"""IO managers: intermediate page values in Postgres, and idempotent knowledge upserts into pgvector.
+
+Both receive one or many page partitions per run (range runs) as a dict keyed by page key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from pilito_pipeline.defs.resources import DatabaseResource
+from pilito_pipeline.store.asset_values import load_values, save_values
+from pilito_pipeline.store.knowledge import load_sources, upsert_sources
+from pilito_pipeline.store.pages import mark_pages_processed
+
+
+def _partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
+    return list(context.asset_partition_keys) if context.has_asset_partitions else []
+
+
+class PageValuesIOManager(dg.ConfigurableIOManager):
+    """Pickled per-page values in the `asset_values` table."""
+
+    database: dg.ResourceDependency[DatabaseResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        with self.database.connect() as conn:
+            save_values(conn, context.asset_key.to_user_string(), obj)
+
+    def load_input(self, context: dg.InputContext) -> dict[str, Any]:
+        with self.database.connect() as conn:
+            return load_values(conn, context.asset_key.to_user_string(), _partition_keys(context))
+
+
+class KnowledgeIOManager(dg.ConfigurableIOManager):
+    """Writes a run's pages into `tenant_knowledge` in one transaction.
+
+    Each page ends with exactly its current chunks (changed rows updated, unchanged rows untouched,
+    vanished chunk positions deleted) and is marked processed for the content hash it was built from,
+    atomically: a crash leaves the previous state, a rerun converges.
+    """
+
+    database: dg.ResourceDependency[DatabaseResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        rows_by_source = {(pk.tenant_id, "website", key): pk.rows for key, pk in obj.items()}
+        with self.database.connect() as conn:
+            with conn.transaction():
+                stats = upsert_sources(conn, rows_by_source)
+                mark_pages_processed(conn, {key: pk.content_hash for key, pk in obj.items()})
+        context.add_output_metadata(
+            {
+                "rows_inserted": stats.inserted,
+                "rows_updated": stats.updated,
+                "rows_unchanged": stats.unchanged,
+                "rows_deleted": stats.deleted,
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> dict[str, Any]:
+        keys = _partition_keys(context)
+        with self.database.connect() as conn:
+            rows = load_sources(conn, [(None, "website", key) for key in keys])
+        return rows

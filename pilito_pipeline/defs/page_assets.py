@@ -1,0 +1,122 @@
+"""Page assets over the `pages` partitions: content → chunks → embeddings.
+
+Runs cover a contiguous range of page keys (see sensors.py) and every asset handles the whole
+range at once (`BackfillPolicy.single_run`): one model load, one batched embedding pass and one
+database transaction per run instead of one run per page. Values are dicts keyed by page key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import dagster as dg
+
+from pilito_pipeline.defs.partitions import pages_partitions
+from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
+from pilito_pipeline.embed import embed_rows
+from pilito_pipeline.ingest import knowledge_rows
+from pilito_pipeline.store.knowledge import KnowledgeRow
+from pilito_pipeline.store.pages import PendingPage, load_pages
+from pilito_pipeline.text import Chunk, ExtractedDocument, chunk_document
+
+
+@dataclass(frozen=True)
+class PageChunks:
+    page: PendingPage
+    chunks: list[Chunk]
+
+
+@dataclass(frozen=True)
+class PageKnowledge:
+    """Everything the knowledge IO manager writes for one page."""
+
+    tenant_id: str
+    content_hash: str
+    rows: list[KnowledgeRow]
+
+
+PAGE_ASSET = dict(
+    partitions_def=pages_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="pages",
+)
+
+
+@dg.asset(**PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"postgres"})
+def page_content(context: dg.AssetExecutionContext, database: DatabaseResource) -> dict[str, PendingPage]:
+    """The extracted document of each page, as stored by the crawl."""
+    keys = list(context.partition_keys)
+    with database.connect() as conn:
+        pages = load_pages(conn, keys)
+    missing = sorted(set(keys) - pages.keys())
+    if missing:
+        context.log.warning(f"{len(missing)} pages have no document any more (retired): {missing[:10]}")
+    context.add_output_metadata({"pages": len(pages), "pages_without_document": len(missing)})
+    return pages
+
+
+@dg.asset(**PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"python"})
+def page_chunks(context: dg.AssetExecutionContext, page_content: dict[str, PendingPage]) -> dict[str, PageChunks]:
+    """Structure-aware parent/child chunks with a TL;DR each."""
+    started = time.perf_counter()
+    result = {
+        key: PageChunks(page, chunk_document(ExtractedDocument.from_dict(page.document)))
+        for key, page in page_content.items()
+    }
+    chunks = sum(len(pc.chunks) for pc in result.values())
+    context.add_output_metadata(
+        {
+            "pages": len(result),
+            "chunks": chunks,
+            "chunks_per_page": round(chunks / max(len(result), 1), 2),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    return result
+
+
+@dg.asset(
+    **PAGE_ASSET,
+    io_manager_key="knowledge_io_manager",
+    kinds={"pgvector"},
+    pool="embedding_provider",
+    retry_policy=dg.RetryPolicy(max_retries=4, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+)
+def chunk_embeddings(
+    context: dg.AssetExecutionContext,
+    page_chunks: dict[str, PageChunks],
+    database: DatabaseResource,
+    embedder: EmbeddingResource,
+) -> dict[str, PageKnowledge]:
+    """Embeddings of every chunk (TL;DR and full text) of the run's pages, in shared batches.
+
+    Chunks whose text and model are unchanged reuse their stored embeddings: no provider call.
+    When the provider's circuit is open this fails fast and the retry policy backs off.
+    """
+    started = time.perf_counter()
+    knowledge = {
+        key: PageKnowledge(
+            pc.page.tenant_id,
+            pc.page.content_hash,
+            knowledge_rows(
+                pc.page.tenant_id, "website", key, pc.page.url, pc.chunks,
+                {"url": pc.page.url, "website_id": pc.page.website_id},
+            ),
+        )
+        for key, pc in page_chunks.items()
+    }
+    all_rows = [row for pk in knowledge.values() for row in pk.rows]
+    with database.connect() as conn:
+        counts = embed_rows(all_rows, embedder.get_provider(), conn)
+    context.add_output_metadata(
+        {
+            "pages": len(knowledge),
+            "chunks": len(all_rows),
+            "embeddings_computed": counts.embedded,
+            "embeddings_reused": counts.reused,
+            "model": embedder.get_provider().model_name,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    return knowledge

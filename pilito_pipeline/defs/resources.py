@@ -1,0 +1,98 @@
+"""Resources shared by assets, sensors and checks: the database, the crawler's settings, the embedder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+import dagster as dg
+import psycopg
+from pydantic import PrivateAttr
+
+from pilito_pipeline.crawl import CrawlConfig
+from pilito_pipeline.embed import EmbeddingProvider, build_provider
+from pilito_pipeline.settings import Settings, get_settings
+from pilito_pipeline.store.db import connect, resolve_database_url
+from pilito_pipeline.store.migrate import migrate
+from pilito_pipeline.store.websites import Website
+
+
+@cache
+def _migrated_url(database_url: str, embedding_dimension: int) -> str:
+    """Resolve the URL (starting the embedded server if needed) and migrate once per process."""
+    url = resolve_database_url(Settings(database_url=database_url, data_dir=get_settings().data_dir))
+    migrate(url, embedding_dimension=embedding_dimension)
+    return url
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The pipeline's PostgreSQL + pgvector. An empty URL means the embedded server."""
+
+    database_url: str = ""
+    embedding_dimension: int = 384
+
+    @property
+    def url(self) -> str:
+        return _migrated_url(self.database_url, self.embedding_dimension)
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A connection that commits when the block succeeds and rolls back otherwise."""
+        with connect(self.url) as conn:
+            yield conn
+
+
+class CrawlerResource(dg.ConfigurableResource):
+    """Crawl settings shared by every website; per-website limits come from the websites table."""
+
+    user_agent: str = CrawlConfig.user_agent
+    rate_limit_seconds: float = 0.5
+    max_concurrency: int = 4
+    allowed_hosts: list[str] = []
+
+    def config_for(self, website: Website) -> CrawlConfig:
+        return CrawlConfig(
+            max_pages=website.max_pages,
+            max_depth=website.max_depth,
+            include_patterns=website.include_patterns,
+            exclude_patterns=website.exclude_patterns,
+            include_subdomains=website.include_subdomains,
+            rate_limit_seconds=self.rate_limit_seconds,
+            max_concurrency=self.max_concurrency,
+            user_agent=self.user_agent,
+            allowed_hosts=tuple(self.allowed_hosts),
+        )
+
+
+class EmbeddingResource(dg.ConfigurableResource):
+    """The embedding provider (local model or OpenAI) behind a circuit breaker shared through Redis."""
+
+    provider: str = "local"
+    model: str = "all-MiniLM-L6-v2"
+    dimension: int = 384
+    batch_size: int = 64
+    openai_api_key: str = ""
+    openai_base_url: str = ""
+    redis_url: str = ""
+
+    _provider: EmbeddingProvider | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._provider = build_provider(self.to_settings())
+
+    def to_settings(self) -> Settings:
+        return Settings(
+            embedding_provider=self.provider,
+            embedding_model=self.model,
+            embedding_dimension=self.dimension,
+            embedding_batch_size=self.batch_size,
+            openai_api_key=self.openai_api_key,
+            openai_base_url=self.openai_base_url,
+            redis_url=self.redis_url,
+        )
+
+    def get_provider(self) -> EmbeddingProvider:
+        if self._provider is None:
+            self._provider = build_provider(self.to_settings())
+        return self._provider

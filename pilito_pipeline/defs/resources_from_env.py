@@ -1,0 +1,43 @@
+"""Resource instances configured from the environment (settings.py), secrets through `dg.EnvVar`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+
+from pilito_pipeline.defs.io_managers import KnowledgeIOManager, PageValuesIOManager
+from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource
+from pilito_pipeline.settings import Settings, get_settings
+
+
+def _secret(name: str) -> Any:
+    """An `EnvVar` when the variable is set (resolved at resource init, never logged), else empty."""
+    return dg.EnvVar(name) if os.environ.get(name) else ""
+
+
+def resources_from_settings(settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    database = DatabaseResource(
+        database_url=_secret("DATABASE_URL"), embedding_dimension=settings.embedding_dimension
+    )
+    return {
+        "database": database,
+        "crawler": CrawlerResource(
+            user_agent=settings.crawl_user_agent,
+            rate_limit_seconds=settings.crawl_rate_limit_seconds,
+            allowed_hosts=list(settings.crawl_allowed_hosts),
+        ),
+        "embedder": EmbeddingResource(
+            provider=settings.embedding_provider,
+            model=settings.embedding_model,
+            dimension=settings.embedding_dimension,
+            batch_size=settings.embedding_batch_size,
+            openai_api_key=_secret("OPENAI_API_KEY"),
+            openai_base_url=settings.openai_base_url,
+            redis_url=settings.redis_url,
+        ),
+        "page_values_io_manager": PageValuesIOManager(database=database),
+        "knowledge_io_manager": KnowledgeIOManager(database=database),
+    }

@@ -1,0 +1,96 @@
+"""Chunks of one source → knowledge rows; and direct ingestion of a tenant's manual and FAQ text.
+
+Website pages reach the knowledge table through Dagster (defs/); manual and FAQ text is small and
+typed in by a person, so it goes through the same chunk → embed → upsert path in one call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import psycopg
+
+from pilito_pipeline.embed import EmbeddingProvider, embed_rows
+from pilito_pipeline.store.knowledge import KnowledgeRow, UpsertStats, upsert_sources
+from pilito_pipeline.store.websites import check_tenant_id
+from pilito_pipeline.text import Chunk, chunk_faq, chunk_manual_text, tokenize
+
+
+def chunk_hash(chunk: Chunk) -> str:
+    """Identity of what a chunk says: equal hashes mean its embeddings can be reused."""
+    payload = "\x1f".join((chunk.section_title, chunk.text, chunk.tldr))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def knowledge_rows(
+    tenant_id: str,
+    chunk_type: str,
+    source_id: str,
+    document_id: str,
+    chunks: Sequence[Chunk],
+    extra_metadata: dict | None = None,
+) -> list[KnowledgeRow]:
+    """Rows for every chunk of one source (embeddings still empty)."""
+    return [
+        KnowledgeRow(
+            tenant_id=tenant_id,
+            chunk_type=chunk_type,
+            source_id=source_id,
+            document_id=document_id,
+            chunk_index=chunk.chunk_index,
+            total_chunks=len(chunks),
+            is_parent=chunk.is_parent,
+            parent_chunk_index=chunk.parent_chunk_index,
+            section_title=chunk.section_title,
+            full_text=chunk.text,
+            tldr=chunk.tldr,
+            word_count=chunk.word_count,
+            search_terms=[] if chunk.is_parent else tokenize(f"{chunk.section_title} {chunk.text}"),
+            content_hash=chunk_hash(chunk),
+            metadata={**(extra_metadata or {}), **chunk.metadata},
+            embedding_model=None,
+            full_embedding=None,
+            tldr_embedding=None,
+        )
+        for chunk in chunks
+    ]
+
+
+def manual_source_id(title: str) -> str:
+    return "manual:" + hashlib.sha256(title.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def faq_source_id(question: str) -> str:
+    return "faq:" + hashlib.sha256(question.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def ingest_manual(
+    conn: psycopg.Connection, provider: EmbeddingProvider, tenant_id: str, title: str, text: str
+) -> UpsertStats:
+    """Store (or replace) a tenant's manual text under its title."""
+    check_tenant_id(tenant_id)
+    if not text.strip():
+        raise ValueError("manual text is empty")
+    rows = knowledge_rows(tenant_id, "manual", manual_source_id(title), title, chunk_manual_text(title, text))
+    return _embed_and_store(conn, provider, rows)
+
+
+def ingest_faq(
+    conn: psycopg.Connection, provider: EmbeddingProvider, tenant_id: str, question: str, answer: str
+) -> UpsertStats:
+    """Store (or replace) one FAQ entry, keyed by its question."""
+    check_tenant_id(tenant_id)
+    if not question.strip() or not answer.strip():
+        raise ValueError("an FAQ entry needs both a question and an answer")
+    rows = knowledge_rows(tenant_id, "faq", faq_source_id(question), question, chunk_faq(question, answer))
+    return _embed_and_store(conn, provider, rows)
+
+
+def _embed_and_store(
+    conn: psycopg.Connection, provider: EmbeddingProvider, rows: list[KnowledgeRow]
+) -> UpsertStats:
+    embed_rows(rows, provider, conn)
+    key = (rows[0].tenant_id, rows[0].chunk_type, rows[0].source_id)
+    with conn.transaction():
+        return upsert_sources(conn, {key: rows})

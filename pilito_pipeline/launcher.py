@@ -1,0 +1,101 @@
+"""Start Dagster (webserver + daemon) on the pipeline's database, and stop it cleanly.
+
+`dagster dev` launched from another process inherits ignored signals and then ignores SIGTERM,
+so the child resets them before exec and gets its own process group, which is what we stop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from pilito_pipeline.settings import PROJECT_ROOT, Settings
+from pilito_pipeline.store.server import sqlalchemy_uri
+
+DAGSTER_DATABASE = "dagster"
+
+
+@dataclass
+class DagsterProcess:
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def wait_until_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited early; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/server_info", timeout=2):
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"Dagster UI not up after {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def ensure_dagster_database(pipeline_url: str) -> str:
+    """Create the `dagster` database beside the pipeline's; return its SQLAlchemy URL."""
+    head, sep, query = pipeline_url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres{sep}{query}", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DAGSTER_DATABASE,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{DAGSTER_DATABASE}"')
+    return sqlalchemy_uri(f"{base}/{DAGSTER_DATABASE}{sep}{query}")
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """A DAGSTER_HOME under the data folder holding the project's dagster.yaml."""
+    home = settings.data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def _reset_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def start_dagster(
+    settings: Settings, pipeline_url: str, extra_env: dict[str, str], host: str = "127.0.0.1", port: int = 3000
+) -> DagsterProcess:
+    """Run `dagster dev` for the project's definitions; its output goes to the data folder."""
+    env = {
+        **os.environ,
+        **extra_env,
+        "DAGSTER_HOME": str(prepare_dagster_home(settings)),
+        "DAGSTER_POSTGRES_URL": ensure_dagster_database(pipeline_url),
+        "PILITO_DATA_DIR": str(settings.data_dir),
+        "HF_HUB_OFFLINE": "1",
+    }
+    log_path = settings.data_dir / "dagster.log"
+    command = [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port),
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_reset_signals,
+        )
+    return DagsterProcess(process, f"http://{host}:{port}", log_path)
