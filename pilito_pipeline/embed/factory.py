@@ -1,0 +1,49 @@
+"""The configured provider, built from settings, and its agreement with the database schema."""
+
+from __future__ import annotations
+
+import psycopg
+
+from pilito_pipeline.embed.breaker import provider_breaker
+from pilito_pipeline.embed.local import PACKAGED_MODEL_ALIASES, LocalProvider
+from pilito_pipeline.embed.openai_provider import OpenAIProvider
+from pilito_pipeline.embed.provider import EmbeddingProvider
+from pilito_pipeline.settings import Settings
+from pilito_pipeline.store.migrate import SchemaMismatch, check_embedding_dimension
+
+
+def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> EmbeddingProvider:
+    """EMBEDDING_PROVIDER "local" (sentence-transformers; the packaged MiniLM by default) or "openai".
+
+    The OpenAI provider runs behind a circuit breaker whose state lives in REDIS_URL's Redis.
+    """
+    kind = settings.embedding_provider.lower()
+    if kind == "local":
+        provider: EmbeddingProvider = LocalProvider(settings.embedding_model, batch_size=settings.embedding_batch_size)
+    elif kind == "openai":
+        if settings.embedding_model in PACKAGED_MODEL_ALIASES:
+            raise ValueError(
+                "EMBEDDING_PROVIDER=openai needs an OpenAI model in EMBEDDING_MODEL (e.g. text-embedding-3-small)"
+            )
+        provider = OpenAIProvider(
+            settings.embedding_model,
+            settings.embedding_dimension,
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            breaker=provider_breaker(
+                f"openai:{settings.embedding_model}", settings.redis_url, key_prefix=redis_key_prefix
+            ),
+        )
+    else:
+        raise ValueError(f"EMBEDDING_PROVIDER must be 'local' or 'openai', got {settings.embedding_provider!r}")
+    if provider.dimension != settings.embedding_dimension:
+        raise SchemaMismatch(
+            f"embedding model {provider.model_name!r} produces {provider.dimension}-dimensional vectors"
+            f" but EMBEDDING_DIMENSION is {settings.embedding_dimension}"
+        )
+    return provider
+
+
+def check_provider_matches_store(conn: psycopg.Connection, provider: EmbeddingProvider) -> None:
+    """Raise `SchemaMismatch` unless tenant_knowledge stores vectors of the provider's dimension."""
+    check_embedding_dimension(conn, provider.dimension)

@@ -1,0 +1,130 @@
+"""Embeddings from the OpenAI API (or any OpenAI-compatible server) with the official client.
+
+Requests carry up to 2048 inputs and stay under the per-request token cap; the client retries
+429/408/409/5xx and connection errors with exponential backoff, honouring Retry-After. Failures
+come out as `ProviderUnavailable` (try again later) or `EmbeddingRequestError` (fix something).
+The API key is handed to the client and never logged or put in a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import openai
+import pybreaker
+
+from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderUnavailable
+from pilito_pipeline.embed.provider import l2_normalised
+
+MAX_INPUTS_PER_REQUEST = 2048
+MAX_TOKENS_PER_REQUEST = 300_000
+"""OpenAI's cap on the tokens of all inputs of one request."""
+
+
+def request_batches(
+    texts: Sequence[str], *, max_inputs: int = MAX_INPUTS_PER_REQUEST, max_tokens: int = MAX_TOKENS_PER_REQUEST
+) -> Iterator[tuple[int, int]]:
+    """(start, end) slices of `texts` that each fit one request.
+
+    A text's token count is bounded by its UTF-8 length (every BPE token is at least one byte), so
+    the split never exceeds the cap without needing the model's tokenizer.
+    """
+    start, budget = 0, 0
+    for end, text in enumerate(texts):
+        cost = len(text.encode("utf-8"))
+        if end > start and (end - start >= max_inputs or budget + cost > max_tokens):
+            yield start, end
+            start, budget = end, 0
+        budget += cost
+    if start < len(texts):
+        yield start, len(texts)
+
+
+class OpenAIProvider:
+    """`model` via `/embeddings`; `dimensions` is sent for text-embedding-3 models (they can shorten)."""
+
+    def __init__(
+        self,
+        model: str,
+        dimension: int,
+        *,
+        api_key: str,
+        base_url: str = "",
+        timeout_seconds: float = 30.0,
+        max_retries: int = 4,
+        max_inputs_per_request: int = MAX_INPUTS_PER_REQUEST,
+        max_tokens_per_request: int = MAX_TOKENS_PER_REQUEST,
+        breaker: pybreaker.CircuitBreaker | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("the OpenAI embedding provider needs an API key (OPENAI_API_KEY)")
+        if not 1 <= max_inputs_per_request <= MAX_INPUTS_PER_REQUEST:
+            raise ValueError(f"max_inputs_per_request must be 1..{MAX_INPUTS_PER_REQUEST}")
+        self.model_name = model
+        self.dimension = dimension
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url or None, timeout=timeout_seconds, max_retries=max_retries
+        )
+        self._max_inputs = max_inputs_per_request
+        self._max_tokens = max_tokens_per_request
+        self._breaker = breaker
+        self._dimensions_param = dimension if model.startswith("text-embedding-3") else openai.omit
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        for position, text in enumerate(texts):
+            if not text.strip():
+                raise EmbeddingRequestError(f"text {position} is empty; the embeddings API refuses empty input")
+        parts = [
+            self._guarded_request(list(texts[start:end]))
+            for start, end in request_batches(texts, max_inputs=self._max_inputs, max_tokens=self._max_tokens)
+        ]
+        if not parts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def _guarded_request(self, batch: list[str]) -> np.ndarray:
+        if self._breaker is None:
+            return self._request(batch)
+        try:
+            return self._breaker.call(self._request, batch)
+        except pybreaker.CircuitBreakerError as exc:
+            raise ProviderUnavailable(
+                f"embedding provider {self.model_name!r} is failing; circuit breaker open ({exc})"
+            ) from exc
+
+    def _request(self, batch: list[str]) -> np.ndarray:
+        try:
+            response = self._client.embeddings.create(
+                input=batch, model=self.model_name, dimensions=self._dimensions_param
+            )
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise EmbeddingRequestError(
+                f"OpenAI refused the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
+            ) from exc
+        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
+            raise ProviderUnavailable(f"OpenAI embeddings unavailable: {_describe(exc)}") from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409) or exc.status_code >= 500:
+                raise ProviderUnavailable(f"OpenAI embeddings unavailable: {_describe(exc)}") from exc
+            raise EmbeddingRequestError(f"OpenAI rejected the embedding request: {_describe(exc)}") from exc
+        data = sorted(response.data, key=lambda item: item.index)
+        if len(data) != len(batch):
+            raise EmbeddingRequestError(f"OpenAI returned {len(data)} embeddings for {len(batch)} inputs")
+        vectors = np.asarray([item.embedding for item in data], dtype=np.float32)
+        if vectors.shape[1] != self.dimension:
+            raise EmbeddingRequestError(
+                f"model {self.model_name!r} returned {vectors.shape[1]}-dimensional vectors,"
+                f" expected {self.dimension} (EMBEDDING_DIMENSION)"
+            )
+        return l2_normalised(vectors)
+
+
+def _describe(exc: openai.APIError) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return "could not connect"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {exc.message}"
+    return type(exc).__name__

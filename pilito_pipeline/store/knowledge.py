@@ -1,0 +1,312 @@
+"""Exactly-once writes of the tenant knowledge base (chunks + embeddings), source by source.
+
+A *source* is everything one page, manual text or FAQ contributes: the rows sharing
+(tenant_id, chunk_type, source_id). `upsert_sources` makes the given sources end with exactly the
+given rows, in one transaction: rows are binary-COPYed into a temporary table, rows that did not
+change are filtered out before they reach the table (so an unchanged re-run writes nothing and
+touches no index), the rest are merged with INSERT ... ON CONFLICT DO UPDATE, and chunks the
+sources no longer have are deleted. Writers take one transaction-level advisory lock per source,
+in sorted order, so concurrent writers of overlapping sources serialise per source and never
+deadlock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import HalfVector
+from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
+
+SourceKey = tuple[str, str, str]
+"""(tenant_id, chunk_type, source_id)"""
+
+KNOWLEDGE_LOCK_NAMESPACE = 0x6B6E6F77  # "know": first key of the two-key advisory locks
+
+
+@dataclass
+class KnowledgeRow:
+    """One `tenant_knowledge` row. Parent rows carry no embeddings."""
+
+    tenant_id: str
+    chunk_type: str
+    source_id: str
+    document_id: str | None
+    chunk_index: int
+    total_chunks: int
+    is_parent: bool
+    parent_chunk_index: int | None
+    section_title: str
+    full_text: str
+    tldr: str
+    word_count: int
+    search_terms: list[str]
+    content_hash: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding_model: str | None = None
+    full_embedding: np.ndarray | None = field(default=None, repr=False)
+    tldr_embedding: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def source_key(self) -> SourceKey:
+        return (self.tenant_id, self.chunk_type, self.source_id)
+
+
+@dataclass(frozen=True)
+class UpsertStats:
+    """What one `upsert_sources` call did, in rows."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+# Column name -> COPY type, in the order rows are written.
+_COLUMNS: dict[str, str] = {
+    "tenant_id": "text",
+    "chunk_type": "text",
+    "source_id": "text",
+    "chunk_index": "int4",
+    "document_id": "text",
+    "total_chunks": "int4",
+    "is_parent": "bool",
+    "parent_chunk_index": "int4",
+    "section_title": "text",
+    "full_text": "text",
+    "tldr": "text",
+    "word_count": "int4",
+    "search_terms": "text[]",
+    "content_hash": "text",
+    "metadata": "jsonb",
+    "embedding_model": "text",
+    "full_embedding": "halfvec",
+    "tldr_embedding": "halfvec",
+}
+_IDENTITY = ("tenant_id", "chunk_type", "source_id", "chunk_index")
+_CONTENT = tuple(c for c in _COLUMNS if c not in _IDENTITY)
+_ALL = ", ".join(_COLUMNS)
+
+
+def _row_of(table: str, columns: Iterable[str]) -> str:
+    return "(" + ", ".join(f"{table}.{c}" for c in columns) + ")"
+
+
+_CREATE_INCOMING = (
+    "DROP TABLE IF EXISTS knowledge_incoming;"
+    " CREATE TEMPORARY TABLE knowledge_incoming ("
+    + ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
+    + f", PRIMARY KEY ({', '.join(_IDENTITY)})) ON COMMIT DROP"
+)
+
+_MERGE = f"""
+WITH changed AS (
+    SELECT i.* FROM knowledge_incoming i
+    LEFT JOIN tenant_knowledge t
+           ON t.tenant_id = i.tenant_id AND t.chunk_type = i.chunk_type
+          AND t.source_id = i.source_id AND t.chunk_index = i.chunk_index
+    WHERE t.id IS NULL OR {_row_of("t", _CONTENT)} IS DISTINCT FROM {_row_of("i", _CONTENT)}
+), written AS (
+    INSERT INTO tenant_knowledge AS t ({_ALL})
+    SELECT {_ALL} FROM changed
+    ON CONFLICT ON CONSTRAINT tenant_knowledge_chunk_identity DO UPDATE
+       SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT)}, updated_at = now()
+       WHERE {_row_of("t", _CONTENT)} IS DISTINCT FROM {_row_of("EXCLUDED", _CONTENT)}
+    RETURNING (t.xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
+"""
+
+_DELETE_STALE = """
+DELETE FROM tenant_knowledge t
+USING unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
+WHERE t.tenant_id = s.tenant_id AND t.chunk_type = s.chunk_type AND t.source_id = s.source_id
+  AND NOT EXISTS (
+      SELECT 1 FROM knowledge_incoming i
+      WHERE i.tenant_id = t.tenant_id AND i.chunk_type = t.chunk_type
+        AND i.source_id = t.source_id AND i.chunk_index = t.chunk_index)
+"""
+
+_DELETE_SOURCES = """
+DELETE FROM tenant_knowledge t
+USING unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
+WHERE t.tenant_id = s.tenant_id AND t.chunk_type = s.chunk_type AND t.source_id = s.source_id
+"""
+
+_SELECT_SOURCES = f"""
+SELECT {_ALL} FROM tenant_knowledge t
+JOIN unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
+  USING (tenant_id, chunk_type, source_id)
+ORDER BY tenant_id, chunk_type, source_id, chunk_index
+"""
+
+_SELECT_REUSABLE = """
+SELECT encode(sha256(convert_to(t.full_text, 'UTF8')), 'hex'), t.full_embedding,
+       encode(sha256(convert_to(t.tldr, 'UTF8')), 'hex'), t.tldr_embedding
+FROM tenant_knowledge t
+JOIN unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
+  USING (tenant_id, chunk_type, source_id)
+WHERE t.embedding_model = %s AND NOT t.is_parent
+"""
+
+
+def text_digest(text: str) -> str:
+    """The key `reusable_embeddings` files an embedding under: sha256 of the UTF-8 text, hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def source_lock_keys(keys: Iterable[SourceKey]) -> list[int]:
+    """The advisory-lock keys of `keys`: distinct signed 32-bit hashes, sorted (the lock order)."""
+    locks = set()
+    for key in keys:
+        digest = hashlib.blake2b("\x1f".join(key).encode("utf-8"), digest_size=4).digest()
+        locks.add(int.from_bytes(digest, "big", signed=True))
+    return sorted(locks)
+
+
+def lock_sources(conn: psycopg.Connection, keys: Iterable[SourceKey]) -> None:
+    """Take the transaction-level advisory locks of `keys`, one by one in sorted order."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int4[]) AS k",
+        (KNOWLEDGE_LOCK_NAMESPACE, source_lock_keys(keys)),
+    )
+
+
+def upsert_sources(
+    conn: psycopg.Connection, rows_by_source: Mapping[SourceKey, Sequence[KnowledgeRow]]
+) -> UpsertStats:
+    """Make each given source hold exactly its given rows (an empty list deletes the source).
+
+    One transaction (a savepoint when the caller already has one open); idempotent: rewriting
+    unchanged rows writes nothing. Safe to call from many processes at once.
+    """
+    _validate(rows_by_source)
+    if not rows_by_source:
+        return UpsertStats()
+    keys = sorted(rows_by_source)
+    columns = _key_columns(keys)
+    total = sum(len(rows) for rows in rows_by_source.values())
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+        lock_sources(conn, keys)
+        cur.execute(_CREATE_INCOMING)
+        with cur.copy(f"COPY knowledge_incoming ({_ALL}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_COLUMNS.values()))
+            for key in keys:
+                for row in rows_by_source[key]:
+                    copy.write_row(_copy_values(row))
+        cur.execute("ANALYZE knowledge_incoming")
+        inserted, updated = cur.execute(_MERGE).fetchone() or (0, 0)
+        deleted = cur.execute(_DELETE_STALE, columns).rowcount
+    return UpsertStats(inserted=inserted, updated=updated, unchanged=total - inserted - updated, deleted=deleted)
+
+
+def delete_sources(conn: psycopg.Connection, keys: Iterable[SourceKey]) -> int:
+    """Remove every chunk of `keys` (pages that are gone); returns the number of rows deleted."""
+    keys = sorted(set(keys))
+    if not keys:
+        return 0
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+        lock_sources(conn, keys)
+        return cur.execute(_DELETE_SOURCES, _key_columns(keys)).rowcount
+
+
+def load_sources(conn: psycopg.Connection, keys: Iterable[SourceKey]) -> dict[SourceKey, list[KnowledgeRow]]:
+    """The stored rows of `keys` in chunk order; every asked key is present (empty when none)."""
+    keys = sorted(set(keys))
+    found: dict[SourceKey, list[KnowledgeRow]] = {key: [] for key in keys}
+    if not keys:
+        return found
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for values in cur.execute(_SELECT_SOURCES, _key_columns(keys)):
+            row = _row_from(values)
+            found[row.source_key].append(row)
+    return found
+
+
+def reusable_embeddings(
+    conn: psycopg.Connection, keys: Iterable[SourceKey], model_name: str
+) -> dict[str, np.ndarray]:
+    """Embeddings already stored for the texts of `keys` by `model_name`, by `text_digest(text)`.
+
+    Full texts and TL;DRs share the map: an embedding depends only on its text and model.
+    """
+    keys = sorted(set(keys))
+    found: dict[str, np.ndarray] = {}
+    if not keys:
+        return found
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for full_digest, full_vector, tldr_digest, tldr_vector in cur.execute(
+            _SELECT_REUSABLE, (*_key_columns(keys), model_name)
+        ):
+            if full_vector is not None:
+                found[full_digest] = _to_array(full_vector)
+            if tldr_vector is not None:
+                found[tldr_digest] = _to_array(tldr_vector)
+    return found
+
+
+def _validate(rows_by_source: Mapping[SourceKey, Sequence[KnowledgeRow]]) -> None:
+    for key, rows in rows_by_source.items():
+        seen: set[int] = set()
+        for row in rows:
+            where = f"source {key} chunk {row.chunk_index}"
+            if row.source_key != tuple(key):
+                raise ValueError(f"{where}: row belongs to source {row.source_key}, not {key}")
+            if row.chunk_index in seen:
+                raise ValueError(f"{where}: chunk_index appears twice")
+            seen.add(row.chunk_index)
+            has_embedding = row.full_embedding is not None or row.tldr_embedding is not None
+            if has_embedding and not row.embedding_model:
+                raise ValueError(f"{where}: has an embedding but no embedding_model")
+            for name in ("full_embedding", "tldr_embedding"):
+                vector = getattr(row, name)
+                if vector is not None and (np.ndim(vector) != 1 or not np.all(np.isfinite(vector))):
+                    raise ValueError(f"{where}: {name} must be a finite one-dimensional vector")
+
+
+def _key_columns(keys: Sequence[SourceKey]) -> tuple[list[str], list[str], list[str]]:
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+
+
+def _copy_values(row: KnowledgeRow) -> tuple[Any, ...]:
+    return (
+        row.tenant_id,
+        row.chunk_type,
+        row.source_id,
+        row.chunk_index,
+        row.document_id,
+        row.total_chunks,
+        row.is_parent,
+        row.parent_chunk_index,
+        row.section_title,
+        row.full_text,
+        row.tldr,
+        row.word_count,
+        list(row.search_terms),
+        row.content_hash,
+        Jsonb(row.metadata),
+        row.embedding_model,
+        None if row.full_embedding is None else HalfVector(np.asarray(row.full_embedding, dtype=np.float32)),
+        None if row.tldr_embedding is None else HalfVector(np.asarray(row.tldr_embedding, dtype=np.float32)),
+    )
+
+
+def _row_from(values: Sequence[Any]) -> KnowledgeRow:
+    named = dict(zip(_COLUMNS, values, strict=True))
+    for name in ("full_embedding", "tldr_embedding"):
+        if named[name] is not None:
+            named[name] = _to_array(named[name])
+    return KnowledgeRow(**named)
+
+
+def _to_array(vector: HalfVector) -> np.ndarray:
+    return vector.to_numpy().astype(np.float32)

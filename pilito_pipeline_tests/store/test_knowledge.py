@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+
+from pilito_pipeline.store.checks import (
+    count_completed_pages_without_chunks,
+    count_duplicate_chunks,
+    count_embedding_mismatches,
+    count_orphan_chunks,
+)
+from pilito_pipeline.store.db import connect
+from pilito_pipeline.store.knowledge import (
+    KnowledgeRow,
+    SourceKey,
+    UpsertStats,
+    delete_sources,
+    load_sources,
+    reusable_embeddings,
+    text_digest,
+    upsert_sources,
+)
+
+MODEL = "test-model"
+DIMENSION = 384
+
+
+def unit_vector(seed: str, dimension: int = DIMENSION) -> np.ndarray:
+    rng = np.random.default_rng(int.from_bytes(text_digest(seed).encode()[:8], "big"))
+    vector = rng.standard_normal(dimension).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def make_rows(key: SourceKey, count: int, version: str = "v1", *, with_parent: bool = False) -> list[KnowledgeRow]:
+    """`count` chunks of one source; the texts (and so the embeddings) depend on `version`."""
+    tenant, chunk_type, source = key
+    rows = []
+    for index in range(count):
+        is_parent = with_parent and index == 0
+        text = f"{source} {version} chunk {index} متن فارسی"
+        rows.append(
+            KnowledgeRow(
+                tenant_id=tenant,
+                chunk_type=chunk_type,
+                source_id=source,
+                document_id=f"https://example.com/{source}",
+                chunk_index=index,
+                total_chunks=count,
+                is_parent=is_parent,
+                parent_chunk_index=None if is_parent or not with_parent else 0,
+                section_title=f"section {version}",
+                full_text=text,
+                tldr=f"tldr {text}",
+                word_count=len(text.split()),
+                search_terms=text.split(),
+                content_hash=text_digest(text),
+                metadata={"url": f"https://example.com/{source}", "version": version},
+                embedding_model=None if is_parent else MODEL,
+                full_embedding=None if is_parent else unit_vector(text),
+                tldr_embedding=None if is_parent else unit_vector("tldr " + text),
+            )
+        )
+    return rows
+
+
+def assert_rows_equal(stored: list[KnowledgeRow], expected: list[KnowledgeRow]) -> None:
+    assert [r.chunk_index for r in stored] == [r.chunk_index for r in expected]
+    for got, want in zip(stored, expected, strict=True):
+        for name in ("full_embedding", "tldr_embedding"):
+            a, b = getattr(got, name), getattr(want, name)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                np.testing.assert_allclose(a, b, atol=1e-3)  # halfvec keeps ~3 decimal digits
+        plain = lambda r: {k: v for k, v in vars(r).items() if not k.endswith("_embedding")}  # noqa: E731
+        assert plain(got) == plain(want)
+
+
+def row_versions(conn: psycopg.Connection) -> dict[tuple, tuple]:
+    """(identity) -> (xmin, updated_at): changes whenever a row is rewritten."""
+    rows = conn.execute(
+        "SELECT tenant_id, chunk_type, source_id, chunk_index, xmin::text AS xmin, updated_at FROM tenant_knowledge"
+    ).fetchall()
+    return {(r["tenant_id"], r["chunk_type"], r["source_id"], r["chunk_index"]): (r["xmin"], r["updated_at"]) for r in rows}
+
+
+A: SourceKey = ("t1", "website", "p1")
+B: SourceKey = ("t1", "website", "p2")
+OTHER_TENANT: SourceKey = ("t2", "website", "p1")
+
+
+def test_upsert_then_load_returns_exactly_the_rows(database_url: str) -> None:
+    data = {A: make_rows(A, 4, with_parent=True), B: make_rows(B, 2)}
+    with connect(database_url) as conn:
+        assert upsert_sources(conn, data) == UpsertStats(inserted=6)
+        stored = load_sources(conn, [A, B, ("t1", "manual", "missing")])
+    assert_rows_equal(stored[A], data[A])
+    assert_rows_equal(stored[B], data[B])
+    assert stored[("t1", "manual", "missing")] == []
+
+
+def test_unchanged_rows_are_not_rewritten(database_url: str) -> None:
+    data = {A: make_rows(A, 5, with_parent=True), B: make_rows(B, 3)}
+    with connect(database_url) as conn:
+        upsert_sources(conn, data)
+        conn.commit()
+        before = row_versions(conn)
+        reloaded = load_sources(conn, [A, B])  # what a re-run rebuilds from the store: half precision
+        assert upsert_sources(conn, data) == UpsertStats(unchanged=8)
+        assert upsert_sources(conn, reloaded) == UpsertStats(unchanged=8)
+        conn.commit()
+        assert row_versions(conn) == before
+
+
+def test_changed_and_vanished_chunks_converge(database_url: str) -> None:
+    with connect(database_url) as conn:
+        upsert_sources(conn, {A: make_rows(A, 5), B: make_rows(B, 3), OTHER_TENANT: make_rows(OTHER_TENANT, 2)})
+        before = row_versions(conn)
+        shorter = make_rows(A, 5)[:3]  # total_chunks left at 5 so rows 0 and 2 stay identical
+        shorter[1] = make_rows(A, 5, "v2")[1]
+        stats = upsert_sources(conn, {A: shorter, B: []})
+        assert stats == UpsertStats(inserted=0, updated=1, unchanged=2, deleted=2 + 3)
+        after = row_versions(conn)
+        stored = load_sources(conn, [A, B, OTHER_TENANT])
+    assert_rows_equal(stored[A], shorter)
+    assert stored[B] == []
+    assert len(stored[OTHER_TENANT]) == 2  # same source id, other tenant: untouched
+    assert after[(*A, 0)] == before[(*A, 0)] and after[(*A, 1)] != before[(*A, 1)]
+
+
+def test_changing_only_the_embedding_model_updates_rows(database_url: str) -> None:
+    rows = make_rows(A, 2)
+    with connect(database_url) as conn:
+        upsert_sources(conn, {A: rows})
+        for row in rows:
+            row.embedding_model = "other-model"
+        assert upsert_sources(conn, {A: rows}) == UpsertStats(updated=2)
+        assert reusable_embeddings(conn, [A], MODEL) == {}
+        reusable = reusable_embeddings(conn, [A], "other-model")
+    assert set(reusable) == {text_digest(r.full_text) for r in rows} | {text_digest(r.tldr) for r in rows}
+    np.testing.assert_allclose(reusable[text_digest(rows[0].full_text)], rows[0].full_embedding, atol=1e-3)
+
+
+def test_delete_sources(database_url: str) -> None:
+    with connect(database_url) as conn:
+        upsert_sources(conn, {A: make_rows(A, 3), B: make_rows(B, 2), OTHER_TENANT: make_rows(OTHER_TENANT, 1)})
+        assert delete_sources(conn, [A, ("t1", "faq", "nothing")]) == 3
+        assert delete_sources(conn, []) == 0
+        counts = {k: len(v) for k, v in load_sources(conn, [A, B, OTHER_TENANT]).items()}
+    assert counts == {A: 0, B: 2, OTHER_TENANT: 1}
+
+
+def test_a_failing_upsert_writes_nothing(database_url: str) -> None:
+    wrong_dimension = make_rows(B, 2)
+    wrong_dimension[1].full_embedding = unit_vector("x", 768)
+    with connect(database_url) as conn:
+        upsert_sources(conn, {A: make_rows(A, 2)})
+        conn.commit()
+        with pytest.raises(psycopg.errors.DataException, match="expected 384 dimensions"):
+            upsert_sources(conn, {A: make_rows(A, 4, "v2"), B: wrong_dimension})
+        conn.rollback()
+        stored = load_sources(conn, [A, B])
+    assert_rows_equal(stored[A], make_rows(A, 2))
+    assert stored[B] == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda rows: setattr(rows[0], "source_id", "p9"), "belongs to source"),
+        (lambda rows: setattr(rows[1], "chunk_index", 0), "appears twice"),
+        (lambda rows: setattr(rows[0], "embedding_model", None), "no embedding_model"),
+        (lambda rows: setattr(rows[0], "full_embedding", np.full(DIMENSION, np.nan)), "finite"),
+    ],
+)
+def test_bad_rows_are_refused_before_writing(database_url: str, mutate, message: str) -> None:
+    rows = make_rows(A, 2)
+    mutate(rows)
+    with connect(database_url) as conn, pytest.raises(ValueError, match=message):
+        upsert_sources(conn, {A: rows})
+
+
+def test_health_checks(database_url: str) -> None:
+    with connect(database_url) as conn:
+        website = conn.execute(
+            "INSERT INTO websites (tenant_id, url) VALUES ('t1', 'https://example.com') RETURNING id"
+        ).fetchone()["id"]
+        pages = conn.execute(
+            "INSERT INTO pages (tenant_id, website_id, url, status, content_hash, processed_hash)"
+            " VALUES ('t1', %(w)s, 'https://example.com/a', 'fetched', 'h', 'h'),"
+            "        ('t1', %(w)s, 'https://example.com/b', 'fetched', 'h', 'h'),"
+            "        ('t1', %(w)s, 'https://example.com/c', 'gone', NULL, NULL)"
+            " RETURNING partition_key",
+            {"w": website},
+        ).fetchall()
+        live, empty, gone = (("t1", "website", p["partition_key"]) for p in pages)
+        upsert_sources(conn, {live: make_rows(live, 3, with_parent=True), gone: make_rows(gone, 2)})
+        upsert_sources(conn, {("t1", "website", "p999999"): make_rows(("t1", "website", "p999999"), 1)})
+        upsert_sources(conn, {("t2", "website", live[2]): make_rows(("t2", "website", live[2]), 1)})
+        upsert_sources(conn, {("t1", "manual", "m1"): make_rows(("t1", "manual", "m1"), 2)})
+
+        assert count_duplicate_chunks(conn) == 0
+        assert count_orphan_chunks(conn) == 2 + 1 + 1  # gone page, missing page, other tenant's page
+        assert count_completed_pages_without_chunks(conn) == 1  # `empty`
+        assert count_embedding_mismatches(conn, MODEL, DIMENSION) == 0
+        assert count_embedding_mismatches(conn, "new-model", DIMENSION) == 2 + 2 + 1 + 1 + 2
+        conn.execute("UPDATE tenant_knowledge SET tldr_embedding = NULL WHERE chunk_type = 'manual'")
+        assert count_embedding_mismatches(conn, MODEL, DIMENSION) == 2
