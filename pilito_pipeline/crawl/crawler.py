@@ -1,0 +1,264 @@
+"""crawl_website: robots.txt, sitemaps, then breadth-first links, yielding pages as they arrive.
+
+Memory is bounded by `max_pages`: the frontier only takes URLs while
+`queued + in flight + yielded < max_pages`, so the seen-set of URLs is the only thing that
+grows with the crawl; page bodies are handed to the caller and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from urllib.parse import urlsplit
+
+from pilito_pipeline.crawl.fetch import Fetcher, FetchError, HostThrottle
+from pilito_pipeline.crawl.html import HTML_CONTENT_TYPES, decode_html, extract_links, looks_like_html, media_type
+from pilito_pipeline.crawl.models import CrawlConfig, CrawledPage, PageValidators
+from pilito_pipeline.crawl.robots import ALLOW_ALL, ROBOTS_MAX_BYTES, RobotsRules, parse_robots, product_token
+from pilito_pipeline.crawl.safety import check_url_safe
+from pilito_pipeline.crawl.sitemaps import parse_sitemap
+from pilito_pipeline.crawl.urls import SiteScope, normalize_url
+
+logger = logging.getLogger(__name__)
+
+KnownPages = Callable[[str], PageValidators | None]
+
+
+def crawl_website(
+    start_url: str,
+    config: CrawlConfig,
+    known_pages: KnownPages = lambda url: None,
+) -> Iterator[CrawledPage]:
+    """Crawl one website, yielding each page as soon as it is fetched.
+
+    Raises UnsafeURLError at once when the start URL is unsafe (see `check_url_safe`).
+    `known_pages(normalised_url)` returns what the last crawl stored, for conditional requests;
+    it is only called from the thread iterating this generator.
+    """
+    check_url_safe(start_url, config.allowed_hosts)
+    return _Crawl(start_url, config, known_pages).pages()
+
+
+class _Crawl:
+    def __init__(self, start_url: str, config: CrawlConfig, known_pages: KnownPages) -> None:
+        self.config = config
+        self.known_pages = known_pages
+        self.start_url = start_url.strip().split("#", 1)[0]
+        self.start_key = normalize_url(self.start_url)
+        self.scope = SiteScope.for_start_url(
+            self.start_key, config.include_subdomains, config.include_patterns, config.exclude_patterns
+        )
+        self.throttle = HostThrottle(config.rate_limit_seconds)
+        self.fetcher = Fetcher(config, self.throttle)
+        self.robots: dict[str, RobotsRules] = {}
+        self.robots_locks: dict[str, threading.Lock] = {}
+        self.robots_guard = threading.Lock()
+        self.seen: set[str] = set()
+        self.frontier: deque[tuple[str, str, int]] = deque()
+        self.claimed = 0
+        """URLs queued, in flight or yielded; never more than max_pages."""
+
+    # -- frontier -------------------------------------------------------------------------
+    def enqueue(self, url: str, depth: int) -> None:
+        if self.claimed >= self.config.max_pages or depth > self.config.max_depth:
+            return
+        try:
+            key = normalize_url(url)
+        except ValueError:
+            return
+        if key in self.seen or not self.scope.contains(key) or not self.robots_for(key).allows(key):
+            return
+        self.seen.add(key)
+        self.frontier.append((url, key, depth))
+        self.claimed += 1
+
+    def pages(self) -> Iterator[CrawledPage]:
+        self.seen.add(self.start_key)
+        self.frontier.append((self.start_url, self.start_key, 0))
+        self.claimed = 1
+        workers = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix="crawl")
+        in_flight: dict[Future[tuple[CrawledPage, tuple[str, ...]]], str] = {}
+        try:
+            start_rules = self.robots_for(self.start_key)
+            if start_rules.unreachable_reason is None and self.config.max_depth >= 1:
+                self.read_sitemaps(start_rules)
+            while self.frontier or in_flight:
+                while self.frontier and len(in_flight) < self.config.max_concurrency:
+                    url, key, depth = self.frontier.popleft()
+                    in_flight[workers.submit(self.visit, url, key, depth, self.known_pages(key))] = key
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    key = in_flight.pop(future)
+                    page, link_urls = future.result()
+                    if page.url != key:  # redirected: the page is known by where it landed
+                        if page.url in self.seen:
+                            self.claimed -= 1
+                            continue
+                        self.seen.add(page.url)
+                    for link in link_urls:
+                        self.enqueue(link, page.depth + 1)
+                    yield page
+        finally:
+            workers.shutdown(wait=False, cancel_futures=True)
+            self.fetcher.close()
+
+    # -- robots.txt and sitemaps ----------------------------------------------------------
+    def robots_for(self, key: str) -> RobotsRules:
+        parts = urlsplit(key)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        with self.robots_guard:
+            rules = self.robots.get(origin)
+            if rules is not None:
+                return rules
+            lock = self.robots_locks.setdefault(origin, threading.Lock())
+        with lock:
+            with self.robots_guard:
+                rules = self.robots.get(origin)
+            if rules is None:
+                rules = self.fetch_robots(origin)
+                if rules.crawl_delay is not None:
+                    self.throttle.set_delay(parts.hostname or "", rules.crawl_delay)
+                with self.robots_guard:
+                    self.robots[origin] = rules
+        return rules
+
+    def fetch_robots(self, origin: str) -> RobotsRules:
+        """RFC 9309: 4xx means no rules; 5xx, 429 or no answer means crawl nothing."""
+        try:
+            with self.fetcher.open(origin + "/robots.txt") as response:
+                if response.status >= 500 or response.status == 429:
+                    return RobotsRules(unreachable_reason=f"robots.txt unreachable (HTTP {response.status})")
+                if not 200 <= response.status < 300:
+                    return ALLOW_ALL
+                body = response.read(ROBOTS_MAX_BYTES, allow_truncated=True)
+        except FetchError as exc:
+            return RobotsRules(unreachable_reason=f"robots.txt unreachable ({exc.reason})")
+        return parse_robots(body.decode("utf-8", errors="replace"), self.config.user_agent)
+
+    def read_sitemaps(self, rules: RobotsRules) -> None:
+        """Queue page URLs from robots.txt's Sitemap lines and /sitemap.xml (indexes followed)."""
+        start = urlsplit(self.start_key)
+        pending = deque(dict.fromkeys([*rules.sitemaps, f"{start.scheme}://{start.netloc}/sitemap.xml"]))
+        visited: set[str] = set()
+        while pending and len(visited) < self.config.max_sitemaps and self.claimed < self.config.max_pages:
+            sitemap_url = pending.popleft()
+            if sitemap_url in visited:
+                continue
+            visited.add(sitemap_url)
+            try:
+                with self.fetcher.open(sitemap_url) as response:
+                    if not 200 <= response.status < 300:
+                        continue
+                    body = response.read(self.config.max_body_bytes, allow_truncated=True)
+            except FetchError as exc:
+                logger.info("sitemap %s not read: %s", sitemap_url, exc.reason)
+                continue
+            entries = parse_sitemap(body, self.config.max_body_bytes, self.config.max_pages)
+            pending.extend(entries.sitemaps)
+            for page_url in entries.pages:
+                self.enqueue(page_url, 1)
+
+    # -- one page (runs on a worker thread) -----------------------------------------------
+    def visit(self, url: str, key: str, depth: int, known: PageValidators | None) -> tuple[CrawledPage, tuple[str, ...]]:
+        """The page, and its links as the page spelled them (fetched as written: a site's own
+        spelling, e.g. a trailing slash, saves a redirect)."""
+        try:
+            return self.fetch_page(url, key, depth, known)
+        except FetchError as exc:
+            return CrawledPage(key, depth, exc.outcome, http_status=exc.http_status, reason=exc.reason), ()
+        except Exception as exc:  # a bug or a parser surprise must cost one page, not the crawl
+            logger.exception("crawling %s failed unexpectedly", key)
+            return CrawledPage(key, depth, "failed", reason=f"internal error: {type(exc).__name__}: {exc}"), ()
+
+    def fetch_page(
+        self, url: str, key: str, depth: int, known: PageValidators | None
+    ) -> tuple[CrawledPage, tuple[str, ...]]:
+        rules = self.robots_for(key)
+        if not rules.allows(key):
+            return CrawledPage(key, depth, "skipped", reason=rules.unreachable_reason or "disallowed by robots.txt"), ()
+        validators: dict[str, str] = {}
+        if known and known.etag:
+            validators["If-None-Match"] = known.etag
+        if known and known.last_modified:
+            validators["If-Modified-Since"] = known.last_modified
+        with self.fetcher.open(url, validators, self.redirect_refusal) as response:
+            status = response.status
+            final_key = normalize_url(response.url)
+            etag, last_modified = response.header("ETag"), response.header("Last-Modified")
+            if status == 304 and known is not None:
+                page = CrawledPage(
+                    final_key, depth, "not_modified", http_status=status,
+                    etag=etag or known.etag, last_modified=last_modified or known.last_modified,
+                    links=known.links, reason="unchanged since the last crawl (HTTP 304)",
+                )  # fmt: skip
+                return page, known.links
+            if status in (404, 410):
+                return CrawledPage(final_key, depth, "gone", http_status=status, reason=f"HTTP {status}"), ()
+            if not 200 <= status < 300:
+                return CrawledPage(final_key, depth, "failed", http_status=status, reason=f"HTTP {status}"), ()
+            content_type = response.header("Content-Type")
+            kind = media_type(content_type)
+            if kind and kind not in HTML_CONTENT_TYPES:
+                page = CrawledPage(
+                    final_key, depth, "skipped", http_status=status, content_type=content_type,
+                    reason=f"not HTML ({kind})",
+                )  # fmt: skip
+                return page, ()
+            body = response.read(self.config.max_body_bytes)
+            page_url = response.url
+            robots_header = self.robots_header(response.header("X-Robots-Tag"))
+        if not kind and not looks_like_html(body[:1024]):
+            return CrawledPage(final_key, depth, "skipped", http_status=status, reason="not HTML (no Content-Type)"), ()
+        html = decode_html(body, content_type)
+        del body
+        found = extract_links(html, page_url)
+        in_scope: dict[str, str] = {}  # normalised -> as written (first spelling wins)
+        if not (found.nofollow or "nofollow" in robots_header):
+            for link in found.urls:
+                link_key = _normalized_or_none(link)
+                if link_key and link_key not in in_scope and self.scope.contains(link_key):
+                    in_scope[link_key] = link
+        links, link_urls = tuple(in_scope), tuple(in_scope.values())
+        if found.noindex or "noindex" in robots_header:
+            page = CrawledPage(
+                final_key, depth, "skipped", http_status=status, content_type=content_type,
+                etag=etag, last_modified=last_modified, links=links, reason="the page asks not to be indexed (noindex)",
+            )  # fmt: skip
+            return page, link_urls
+        page = CrawledPage(
+            final_key, depth, "fetched", http_status=status, html=html, content_type=content_type,
+            etag=etag, last_modified=last_modified, links=links,
+        )  # fmt: skip
+        return page, link_urls
+
+    def redirect_refusal(self, target: str) -> str | None:
+        """Why a redirect may not be followed (None: follow it). SSRF is checked by the fetcher."""
+        key = _normalized_or_none(target)
+        if key is None:
+            return "not an http(s) URL"
+        if not self.scope.same_site(key):
+            return "outside the website"
+        rules = self.robots_for(key)
+        if not rules.allows(key):
+            return rules.unreachable_reason or "disallowed by robots.txt"
+        return None
+
+    def robots_header(self, value: str | None) -> set[str]:
+        """Directives of X-Robots-Tag meant for every crawler or for our product token."""
+        directives: set[str] = set()
+        ours = product_token(self.config.user_agent)
+        for part in (value or "").lower().split(","):
+            agent, _, directive = part.rpartition(":")
+            if not agent.strip() or agent.strip() == ours:
+                directives.add(directive.strip())
+        return directives
+
+
+def _normalized_or_none(url: str) -> str | None:
+    try:
+        return normalize_url(url)
+    except ValueError:
+        return None
