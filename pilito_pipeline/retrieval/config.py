@@ -1,0 +1,55 @@
+"""Every knob of retrieval, with its default, in one options object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+RerankPassage = Literal["tldr", "full"]
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Defaults of the pipeline; feature flags may override the ones they name at run time."""
+
+    dense_top_k: int = 20
+    """Dense candidates per group (flag `dense_top_k`)."""
+    sparse_top_k: int = 15
+    """BM25 candidates per group (flag `sparse_top_k`)."""
+    fused_limit: int = 20
+    """Unique chunks kept after reciprocal-rank fusion."""
+    rrf_k: int = 60
+    rerank_top_k: int = 8
+    """Chunks kept per group after reranking (flag `rerank_top_k`)."""
+    rerank_model: str = ""
+    """Cross-encoder name or local path; empty: none unless the flags name one."""
+    rerank_passage: RerankPassage = "tldr"
+    """What the cross-encoder reads beside the query: section title + TL;DR (fast) or full text."""
+    rerank_max_length: int = 128
+    """Tokens per (query, passage) pair fed to the cross-encoder; the dominant cost of reranking."""
+    rerank_batch_size: int = 32
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    exact_search_max_chunks: int = 20_000
+    """Tenants with at most this many searchable chunks get an exact (brute-force) vector scan;
+    larger ones the shared HNSW index with a tenant filter and iterative scans."""
+    hnsw_ef_search: int = 100
+    complex_query_factor: float = 1.5
+    """Candidate counts are multiplied by this for multi-part questions."""
+    near_duplicate_threshold: float = 0.85
+    """Jaccard similarity of word shingles above which a lower-ranked chunk is dropped."""
+    statement_timeout_ms: int = 3_000
+    tokenizer_path: str = ""
+    """tokenizer.json used to count context tokens; empty: the packaged MiniLM tokenizer."""
+
+    def __post_init__(self) -> None:
+        for name in ("dense_top_k", "sparse_top_k", "fused_limit", "rrf_k", "rerank_top_k",
+                     "rerank_max_length", "rerank_batch_size", "hnsw_ef_search", "statement_timeout_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RetrievalConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.rerank_passage not in ("tldr", "full"):
+            raise ValueError(f"RetrievalConfig.rerank_passage must be 'tldr' or 'full', got {self.rerank_passage!r}")
+        if not 0 < self.near_duplicate_threshold <= 1:
+            raise ValueError("RetrievalConfig.near_duplicate_threshold must be in (0, 1]")
+        if self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
+            raise ValueError("RetrievalConfig.bm25_k1 must be >= 0 and bm25_b within [0, 1]")

@@ -1,0 +1,72 @@
+"""Query analysis: language, the indexing-time normalisation and terms, complexity."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pilito_pipeline.text import normalize, tokenize
+
+Language = Literal["fa", "en", "mixed"]
+Complexity = Literal["simple", "complex"]
+
+_ARABIC_SCRIPT = re.compile(r"[\u0600-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]")
+_LATIN = re.compile(r"[A-Za-z]")
+_QUESTION_MARKS = re.compile(r"[?؟]")
+_SENTENCE_END = re.compile(r"[.!?؟؛;]\s+\S")
+# Words that join two asks in one message ("... and ...", "... و ...", "also", "همچنین").
+_JOINERS = re.compile(r"(?:^|\s)(?:and|also|plus|versus|vs|compare|و|همچنین|یا|مقایسه)(?:\s|$)", re.IGNORECASE)
+
+COMPLEX_MIN_TERMS = 9
+
+
+@dataclass(frozen=True)
+class QueryAnalysis:
+    text: str
+    normalized: str
+    terms: tuple[str, ...]
+    """BM25 terms, exactly as `text.tokenize` indexes chunk text."""
+    language: Language
+    complexity: Complexity
+
+    def to_dict(self) -> dict[str, object]:
+        return {"language": self.language, "complexity": self.complexity, "terms": list(self.terms)}
+
+
+def detect_language(text: str) -> Language:
+    """'fa' or 'en' when at least 80% of the letters are of that script, else 'mixed'."""
+    arabic = len(_ARABIC_SCRIPT.findall(text))
+    latin = len(_LATIN.findall(text))
+    letters = arabic + latin
+    if letters == 0:
+        return "mixed"
+    if arabic >= 0.8 * letters:
+        return "fa"
+    if latin >= 0.8 * letters:
+        return "en"
+    return "mixed"
+
+
+def classify_complexity(normalized: str, terms: tuple[str, ...]) -> Complexity:
+    """'complex' for multi-part questions: several questions or sentences, joined asks, many terms."""
+    asks = len(_QUESTION_MARKS.findall(normalized)) + len(_SENTENCE_END.findall(normalized))
+    if asks >= 2 or len(terms) >= COMPLEX_MIN_TERMS:
+        return "complex"
+    if _JOINERS.search(normalized) and len(terms) >= 5:
+        return "complex"
+    return "simple"
+
+
+def analyze_query(query: str) -> QueryAnalysis:
+    if not query or not query.strip():
+        raise ValueError("query must not be empty")
+    normalized = normalize(query)
+    terms = tuple(dict.fromkeys(tokenize(query)))
+    return QueryAnalysis(
+        text=query,
+        normalized=normalized,
+        terms=terms,
+        language=detect_language(normalized),
+        complexity=classify_complexity(normalized, terms),
+    )

@@ -1,0 +1,445 @@
+"""The retrieval pipeline the chat backend calls on every message.
+
+1. Query analysis: language, `text.normalize`/`text.tokenize` (as at indexing), complexity; a
+   multi-part question gets `complex_query_factor` times more candidates.
+2. Hybrid retrieval per group (the primary chunk type; the secondary types together), always
+   filtered by tenant: dense (full + TL;DR embeddings; exact scan for small tenants, HNSW with
+   iterative scans for large ones) and BM25 from the postings index, fused by RRF.
+3. Cross-encoder rerank of every group's fused candidates in one batch; top `rerank_top_k` each.
+4. Packing: near-duplicate removal, parent expansion, per-group token budgets, a cited context block.
+
+Degradation: no embedder / dense failure -> BM25 only; BM25 failure -> dense only; no reranker ->
+fused order. Each is listed in `RetrievalResult.degradations` and counted in `rag_errors_total`.
+Only an unreachable database raises (`RetrievalUnavailable`).
+
+`production_rag` off for a tenant (see `flags`) selects the legacy path: dense only, no BM25, no
+rerank, same packing — the behaviour of the system before hybrid retrieval, kept as the rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pilito_pipeline.embed import EmbeddingProvider, build_provider
+from pilito_pipeline.retrieval.bm25 import bm25_search, tenant_chunk_count
+from pilito_pipeline.retrieval.chunks import fetch_chunks, fetch_parents
+from pilito_pipeline.retrieval.config import RetrievalConfig
+from pilito_pipeline.retrieval.dense import DensePlan, choose_plan, dense_search
+from pilito_pipeline.retrieval.flags import FeatureFlags
+from pilito_pipeline.retrieval.fusion import reciprocal_rank_fusion
+from pilito_pipeline.retrieval.metrics import RagMetrics
+from pilito_pipeline.retrieval.packing import (
+    RetrievedChunk,
+    TokenCounter,
+    expand_parents,
+    format_context,
+    pack_budget,
+    remove_near_duplicates,
+)
+from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
+from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, model_label
+from pilito_pipeline.settings import Settings
+from pilito_pipeline.store.db import open_pool, resolve_database_url
+
+log = logging.getLogger(__name__)
+
+CHUNK_TYPES = ("website", "manual", "faq")
+DEFAULT_FLAGS_PREFIX = "pilito:flags:"
+
+
+class RetrievalUnavailable(RuntimeError):
+    """The knowledge database cannot be reached: no context can be served."""
+
+
+@dataclass(frozen=True)
+class Degradation:
+    stage: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"stage": self.stage, "reason": self.reason}
+
+
+@dataclass
+class RetrievalResult:
+    """What `retrieve_context` returns; `to_dict()` has the seeds' ProductionRAG keys."""
+
+    primary_context: list[RetrievedChunk]
+    secondary_context: list[RetrievedChunk]
+    context_block: str
+    retrieval_method: str
+    """legacy_dense | hybrid | bm25_only | dense_only | none, with "+rerank" when reranked."""
+    latency_ms: float
+    stages_ms: dict[str, float]
+    query: QueryAnalysis
+    dense_plan: str | None = None
+    tenant_chunks: int = 0
+    degradations: list[Degradation] = field(default_factory=list)
+
+    @property
+    def total_chunks(self) -> int:
+        return len(self.primary_context) + len(self.secondary_context)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "primary_context": [c.to_dict() for c in self.primary_context],
+            "secondary_context": [c.to_dict() for c in self.secondary_context],
+            "context_block": self.context_block,
+            "total_chunks": self.total_chunks,
+            "retrieval_method": self.retrieval_method,
+            "query_analysis": self.query.to_dict(),
+            "degradations": [d.to_dict() for d in self.degradations],
+            "performance": {
+                "latency_ms": self.latency_ms,
+                "stages_ms": dict(self.stages_ms),
+                "dense_plan": self.dense_plan,
+                "tenant_chunks": self.tenant_chunks,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class _Group:
+    name: str  # "primary" | "secondary"
+    chunk_types: tuple[str, ...]
+    budget: int
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+
+class Retriever:
+    """Hybrid retrieval for many tenants over one connection pool; safe to share between threads."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        embedder: EmbeddingProvider | Callable[[], EmbeddingProvider] | None,
+        flags: FeatureFlags | None = None,
+        config: RetrievalConfig | None = None,
+        reranker: CrossEncoderReranker | None = None,
+        metrics: RagMetrics | None = None,
+        token_counter: TokenCounter | None = None,
+        pool_size: int = 8,
+    ) -> None:
+        """`embedder`: a provider, a zero-argument factory (built on first use, retried after a
+        failure), or None (BM25 only)."""
+        self.database_url = database_url
+        self.config = config or RetrievalConfig()
+        self.flags = flags or FeatureFlags("")
+        self.metrics = metrics or RagMetrics()
+        self.reranker = reranker or CrossEncoderReranker(
+            max_length=self.config.rerank_max_length, batch_size=self.config.rerank_batch_size
+        )
+        self.token_counter = token_counter or TokenCounter(self.config.tokenizer_path)
+        self._embedder: EmbeddingProvider | None = None
+        self._embedder_factory: Callable[[], EmbeddingProvider] | None = None
+        if embedder is None or hasattr(embedder, "embed"):
+            self._embedder = embedder  # type: ignore[assignment]
+        else:
+            self._embedder_factory = embedder
+        self._no_rerank_model_logged = False
+        self._embedder_lock = threading.Lock()
+        self._pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, config: RetrievalConfig | None = None,
+                      flags_prefix: str = DEFAULT_FLAGS_PREFIX) -> Retriever:
+        """DATABASE_URL (or the embedded server), REDIS_URL for flags, the configured embedder
+        (built on first use) and RERANK_MODEL."""
+        config = config or RetrievalConfig(rerank_model=settings.rerank_model)
+        return cls(
+            resolve_database_url(settings),
+            embedder=lambda: build_provider(settings),
+            flags=FeatureFlags(settings.redis_url, key_prefix=flags_prefix),
+            config=config,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = open_pool(self.database_url, min_size=1, max_size=self._pool_size)
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def warm_up(self) -> None:
+        """Load the embedder and the configured cross-encoder now rather than on the first message."""
+        try:
+            self._get_embedder()
+        except Exception as exc:  # reported, and retrieval will degrade to BM25 until it loads
+            log.warning("embedder unavailable at warm-up: %s: %s", type(exc).__name__, exc)
+        model = self._rerank_model(self.flags.get_all_flags())
+        if model:
+            try:
+                self.reranker.load(model)
+            except RerankUnavailable:
+                pass  # already logged once by the reranker
+
+    # -- the call --------------------------------------------------------------------------------
+
+    def retrieve_context(
+        self,
+        query: str,
+        tenant_id: str,
+        primary_source: str = "website",
+        secondary_sources: Sequence[str] = (),
+        primary_budget: int = 800,
+        secondary_budget: int = 600,
+    ) -> RetrievalResult:
+        """Context for `query` from `tenant_id`'s knowledge only; see the module docstring."""
+        started = time.perf_counter()
+        groups = _groups(tenant_id, primary_source, secondary_sources, primary_budget, secondary_budget)
+        watch = _Stopwatch()
+        degradations: list[Degradation] = []
+        with watch.stage("analysis"):
+            analysis = analyze_query(query)
+        with watch.stage("flags"):
+            flags = self.flags.get_all_flags()
+            production = self.flags.production_rag_enabled(tenant_id)
+        factor = self.config.complex_query_factor if analysis.complexity == "complex" else 1.0
+        dense_k = max(1, round((flags["dense_top_k"] or self.config.dense_top_k) * factor))
+        sparse_k = max(1, round((flags["sparse_top_k"] or self.config.sparse_top_k) * factor))
+        top_k = max(1, round((flags["rerank_top_k"] or self.config.rerank_top_k) * factor))
+        method = "production_rag" if production else "legacy"
+        self.metrics.query_complexity.labels(analysis.complexity, analysis.language).inc()
+
+        vector = None
+        with watch.stage("embed"):
+            try:
+                vector = embed_query(self._get_embedder(), analysis)
+            except Exception as exc:  # any provider failure: BM25 carries the query alone
+                degradations.append(self._degrade(method, "embedding", exc))
+
+        try:
+            with self.pool.connection() as conn:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
+                    tenant_chunks = tenant_chunk_count(conn, tenant_id)
+                plan = choose_plan(tenant_chunks, self.config.exact_search_max_chunks)
+                ranked: dict[str, list[RetrievedChunk]] = {}
+                used_dense = used_bm25 = False
+                for group in groups:
+                    dense: list[tuple[int, float]] = []
+                    sparse: list[tuple[int, float]] = []
+                    if vector is not None:
+                        with watch.stage("dense"):
+                            dense, ok = self._stage(conn, method, "dense", degradations, lambda c, g=group: dense_search(
+                                c, tenant_id, g.chunk_types, vector, dense_k, plan=plan,
+                                ef_search=self.config.hnsw_ef_search))
+                            used_dense |= ok
+                    if production:
+                        with watch.stage("bm25"):
+                            sparse, ok = self._stage(conn, method, "bm25", degradations, lambda c, g=group: bm25_search(
+                                c, tenant_id, g.chunk_types, analysis.terms, sparse_k,
+                                k1=self.config.bm25_k1, b=self.config.bm25_b))
+                            used_bm25 |= ok
+                    with watch.stage("fusion"):
+                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse)
+                reranked = False
+                if production:
+                    with watch.stage("rerank"):
+                        reranked = self._rerank(analysis.text, ranked, flags, method, degradations)
+                for name in ranked:
+                    ranked[name] = ranked[name][:top_k]
+                with watch.stage("packing"):
+                    parents = fetch_parents(conn, tenant_id, [c.parent_key for chunks in ranked.values()
+                                                              for c in chunks if c.parent_key is not None])
+                    packed: dict[str, list[RetrievedChunk]] = {}
+                    next_citation = 1
+                    for group in groups:
+                        chunks = remove_near_duplicates(ranked[group.name], self.config.near_duplicate_threshold)
+                        chunks = expand_parents(chunks, parents, self.token_counter, group.budget)
+                        chunks = remove_near_duplicates(chunks, self.config.near_duplicate_threshold)
+                        packed[group.name] = pack_budget(chunks, group.budget, self.token_counter, next_citation)
+                        next_citation += len(packed[group.name])
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self.metrics.errors_total.labels(method, "database").inc()
+            raise RetrievalUnavailable(f"knowledge database unreachable: {type(exc).__name__}") from exc
+
+        primary = packed.get("primary", [])
+        secondary = packed.get("secondary", [])
+        retrieval_method = _method_name(production, used_dense, used_bm25, reranked)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._record(method, retrieval_method, primary_source, primary, secondary, latency_ms, watch.stages)
+        return RetrievalResult(
+            primary_context=primary, secondary_context=secondary,
+            context_block=format_context(primary, secondary), retrieval_method=retrieval_method,
+            latency_ms=latency_ms, stages_ms=watch.stages, query=analysis,
+            dense_plan=plan if used_dense else None, tenant_chunks=tenant_chunks, degradations=degradations,
+        )
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def _get_embedder(self) -> EmbeddingProvider:
+        if self._embedder is not None:
+            return self._embedder
+        if self._embedder_factory is None:
+            raise RuntimeError("no embedding provider configured")
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = self._embedder_factory()
+            return self._embedder
+
+    def _stage(self, conn: psycopg.Connection, method: str, stage: str, degradations: list[Degradation],
+               run: Callable[[psycopg.Connection], list[tuple[int, float]]]) -> tuple[list[tuple[int, float]], bool]:
+        """Run one search in its own transaction; a failure that leaves the connection usable
+        degrades the stage (recorded), a broken connection propagates (database down)."""
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
+                return run(conn), True
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise
+            degradations.append(self._degrade(method, stage, exc))
+            return [], False
+
+    def _fuse(self, conn: psycopg.Connection, tenant_id: str, dense: list[tuple[int, float]],
+              sparse: list[tuple[int, float]]) -> list[RetrievedChunk]:
+        fused = reciprocal_rank_fusion(
+            {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
+            k=self.config.rrf_k, limit=self.config.fused_limit,
+        )
+        rows = fetch_chunks(conn, tenant_id, [i for i, _ in fused])
+        dense_scores, sparse_scores = dict(dense), dict(sparse)
+        chunks = []
+        for chunk_id, rrf in fused:
+            if chunk_id not in rows:
+                continue
+            scores = {"rrf": rrf}
+            if chunk_id in dense_scores:
+                scores["dense"] = dense_scores[chunk_id]
+            if chunk_id in sparse_scores:
+                scores["bm25"] = sparse_scores[chunk_id]
+            chunks.append(replace(rows[chunk_id], scores=scores))
+        return chunks
+
+    def _rerank_model(self, flags: dict[str, Any]) -> str:
+        model = flags["rerank_model"] or self.config.rerank_model
+        enabled = flags["cross_encoder_reranking"]
+        if enabled is None:
+            return model
+        if not enabled:
+            return ""
+        return model or "base"  # switched on by flag without a model: the seeds' default
+
+    def _rerank(self, query: str, ranked: dict[str, list[RetrievedChunk]], flags: dict[str, Any],
+                method: str, degradations: list[Degradation]) -> bool:
+        model = self._rerank_model(flags)
+        candidates = [c for chunks in ranked.values() for c in chunks]
+        if not model:
+            if not self._no_rerank_model_logged:
+                log.info("no cross-encoder configured (RERANK_MODEL / flag rerank_model): fused order is kept")
+                self._no_rerank_model_logged = True
+            return False
+        if not candidates:
+            return False
+        label = model_label(model)
+        passages = [self._rerank_passage(c) for c in candidates]
+        started = time.perf_counter()
+        try:
+            scores = self.reranker.score(model, query, passages)
+        except Exception as exc:  # unloadable model or inference error: keep the fused order
+            self.metrics.reranking_total.labels(label, "unavailable").inc()
+            degradations.append(self._degrade(method, "rerank", exc, log_it=not isinstance(exc, RerankUnavailable)))
+            return False
+        self.metrics.reranking_latency.labels(label).observe(time.perf_counter() - started)
+        self.metrics.reranking_total.labels(label, "ok").inc()
+        by_id = {c.chunk_id: float(s) for c, s in zip(candidates, scores, strict=True)}
+        for name, chunks in ranked.items():
+            for chunk in chunks:
+                chunk.scores["rerank"] = by_id[chunk.chunk_id]
+            ranked[name] = sorted(chunks, key=lambda c: -c.scores["rerank"])
+        return True
+
+    def _rerank_passage(self, chunk: RetrievedChunk) -> str:
+        body = chunk.tldr if self.config.rerank_passage == "tldr" and chunk.tldr else chunk.text
+        return f"{chunk.section_title}. {body}" if chunk.section_title else body
+
+    def _degrade(self, method: str, stage: str, exc: BaseException, *, log_it: bool = True) -> Degradation:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        self.metrics.errors_total.labels(method, stage).inc()
+        if log_it:
+            log.warning("retrieval stage %s degraded: %s", stage, reason)
+        return Degradation(stage, reason)
+
+    def _record(self, method: str, retrieval_method: str, primary_source: str, primary: list[RetrievedChunk],
+                secondary: list[RetrievedChunk], latency_ms: float, stages: dict[str, float]) -> None:
+        m = self.metrics
+        m.retrieval_total.labels(retrieval_method, primary_source).inc()
+        m.retrieval_latency.labels(retrieval_method).observe(latency_ms / 1000)
+        m.chunks_retrieved.labels(retrieval_method, "primary").observe(len(primary))
+        m.chunks_retrieved.labels(retrieval_method, "secondary").observe(len(secondary))
+        for stage, ms in stages.items():
+            m.stage_latency.labels(stage).observe(ms / 1000)
+        for chunk in (*primary, *secondary):
+            stage = "rerank" if "rerank" in chunk.scores else "rrf"
+            m.chunk_scores.labels(stage).observe(chunk.scores.get(stage, 0.0))
+
+
+def _groups(tenant_id: str, primary_source: str, secondary_sources: Sequence[str], primary_budget: int,
+            secondary_budget: int) -> list[_Group]:
+    if not tenant_id or not tenant_id.strip():
+        raise ValueError("tenant_id must not be empty")
+    if isinstance(secondary_sources, str):
+        raise ValueError("secondary_sources must be a sequence of chunk types, not a string")
+    for source in (primary_source, *secondary_sources):
+        if source not in CHUNK_TYPES:
+            raise ValueError(f"unknown chunk type {source!r}; expected one of {', '.join(CHUNK_TYPES)}")
+    if primary_budget < 0 or secondary_budget < 0:
+        raise ValueError("token budgets must not be negative")
+    groups = [_Group("primary", (primary_source,), primary_budget)]
+    secondary = tuple(dict.fromkeys(s for s in secondary_sources if s != primary_source))
+    if secondary and secondary_budget > 0:
+        groups.append(_Group("secondary", secondary, secondary_budget))
+    return groups
+
+
+def _method_name(production: bool, used_dense: bool, used_bm25: bool, reranked: bool) -> str:
+    if not production:
+        return "legacy_dense" if used_dense else "none"
+    if used_dense and used_bm25:
+        name = "hybrid"
+    elif used_bm25:
+        name = "bm25_only"
+    elif used_dense:
+        name = "dense_only"
+    else:
+        name = "none"
+    return name + "+rerank" if reranked else name
+
+
+def embed_query(embedder: EmbeddingProvider, analysis: QueryAnalysis) -> np.ndarray:
+    """The query vector exactly as `retrieve_context` computes it (used by the evaluation)."""
+    return embedder.embed([analysis.normalized])[0]
