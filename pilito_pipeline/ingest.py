@@ -90,7 +90,7 @@ def ingest_faq(
 def _embed_and_store(
     conn: psycopg.Connection, provider: EmbeddingProvider, rows: list[KnowledgeRow]
 ) -> UpsertStats:
-    embed_rows(rows, provider, conn)
+    embed_rows(rows, provider, reuse_from=conn)
     key = (rows[0].tenant_id, rows[0].chunk_type, rows[0].source_id)
     with conn.transaction():
         return upsert_sources(conn, {key: rows})

@@ -11,8 +11,8 @@ import dagster as dg
 
 from pilito_pipeline.defs.resources import DatabaseResource
 from pilito_pipeline.store.asset_values import load_values, save_values
-from pilito_pipeline.store.knowledge import load_sources, upsert_sources
-from pilito_pipeline.store.pages import mark_pages_processed
+from pilito_pipeline.store.knowledge import KnowledgeRow, load_sources, upsert_sources
+from pilito_pipeline.store.pages import mark_pages_processed, page_tenants
 
 
 def _partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
@@ -58,8 +58,9 @@ class KnowledgeIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> dict[str, Any]:
-        keys = _partition_keys(context)
+    def load_input(self, context: dg.InputContext) -> dict[str, list[KnowledgeRow]]:
+        """The stored chunks of each requested page."""
         with self.database.connect() as conn:
-            rows = load_sources(conn, [(None, "website", key) for key in keys])
-        return rows
+            tenants = page_tenants(conn, _partition_keys(context))
+            stored = load_sources(conn, [(tenant, "website", key) for key, tenant in tenants.items()])
+        return {source_id: rows for (_, _, source_id), rows in stored.items()}

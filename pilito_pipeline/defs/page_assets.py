@@ -108,7 +108,7 @@ def chunk_embeddings(
     }
     all_rows = [row for pk in knowledge.values() for row in pk.rows]
     with database.connect() as conn:
-        counts = embed_rows(all_rows, embedder.get_provider(), conn)
+        counts = embed_rows(all_rows, embedder.get_provider(), reuse_from=conn)
     context.add_output_metadata(
         {
             "pages": len(knowledge),

@@ -182,3 +182,11 @@ def page_status_counts(conn: psycopg.Connection, website_id: int) -> dict[str, i
         "SELECT status, count(*) AS n FROM pages WHERE website_id = %s GROUP BY status", (website_id,)
     ).fetchall()
     return {r["status"]: r["n"] for r in rows}
+
+
+def page_tenants(conn: psycopg.Connection, partition_keys: list[str]) -> dict[str, str]:
+    """The tenant of each known page key."""
+    rows = conn.execute(
+        "SELECT partition_key, tenant_id FROM pages WHERE partition_key = ANY(%s)", (partition_keys,)
+    ).fetchall()
+    return {r["partition_key"]: r["tenant_id"] for r in rows}
