@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pilito_pipeline.crawl import normalize_url
 from pilito_pipeline.crawl.urls import SiteScope, parse_numeric_ipv4
@@ -86,3 +88,27 @@ def test_patterns_are_globs_on_path_and_query() -> None:
     assert not scope.contains("http://example.com/shop")
     assert not scope.contains("http://example.com/blog/report.pdf")
     assert not scope.contains("http://example.com/blog/a?print=1")
+
+
+_piece = st.sampled_from(list("abcXYZ09-._~%2Fسلام !$&'()*+,;=:@") + ["%7e", "%D8%B3", "..", "%2f", "%zz"])
+_segment = st.lists(_piece, max_size=6).map("".join)
+_parameter = st.tuples(st.sampled_from(["a", "B", "utm_x", "gclid", "q", "سوال", "a b"]), st.text(alphabet="xyz+%=20سﻻ", max_size=4))
+
+
+@given(
+    host=st.sampled_from(["Example.COM", "www.example.com", "127.1", "[::1]", "پیلیتو.ir", "a.b.example.org."]),
+    port=st.sampled_from(["", ":80", ":443", ":8080"]),
+    segments=st.lists(_segment, max_size=5),
+    parameters=st.lists(_parameter, max_size=4),
+    fragment=st.text(max_size=5),
+    trailing_slash=st.booleans(),
+)
+def test_normalisation_is_idempotent(host: str, port: str, segments: list[str], parameters: list[tuple[str, str]],
+                                     fragment: str, trailing_slash: bool) -> None:  # fmt: skip
+    path = "/" + "/".join(segments) + ("/" if trailing_slash else "")
+    query = "&".join(f"{name}={value}" for name, value in parameters)
+    url = f"https://{host}{port}{path}" + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
+    once = normalize_url(url)
+    assert normalize_url(once) == once
+    assert "#" not in once and "utm_" not in once and "gclid" not in once
+    assert once.isascii()
