@@ -162,7 +162,9 @@ class _Crawl:
                 self.enqueue(page_url, 1)
 
     # -- one page (runs on a worker thread) -----------------------------------------------
-    def visit(self, url: str, key: str, depth: int, known: PageValidators | None) -> tuple[CrawledPage, tuple[str, ...]]:
+    def visit(
+        self, url: str, key: str, depth: int, known: PageValidators | None
+    ) -> tuple[CrawledPage, tuple[str, ...]]:
         """The page, and its links as the page spelled them (fetched as written: a site's own
         spelling, e.g. a trailing slash, saves a redirect)."""
         try:

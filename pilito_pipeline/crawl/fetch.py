@@ -8,8 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
@@ -196,12 +195,10 @@ class Fetcher:
             if wait is None:
                 wait = max(1.0, self.throttle.delay(host)) * 2**attempt
             response.discard()
-            if wait > self.config.max_retry_after_seconds:
-                raise FetchError(
-                    "failed",
-                    f"HTTP {response.status}: asked to wait {wait:.0f}s, more than {self.config.max_retry_after_seconds:.0f}s",
-                    response.status,
-                )
+            limit = self.config.max_retry_after_seconds
+            if wait > limit:
+                reason = f"HTTP {response.status}: asked to wait {wait:.0f}s, more than {limit:.0f}s"
+                raise FetchError("failed", reason, response.status)
             self.throttle.hold_off(host, wait)
         raise AssertionError("unreachable: the last attempt returns")
 
@@ -295,8 +292,8 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _describe(exc: Exception) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
@@ -113,10 +114,8 @@ def extract_links(html: str, page_url: str) -> PageLinks:
         pass  # broken markup: keep whatever links were seen before the parser gave up
     base = page_url
     if collector.base:
-        try:
+        with contextlib.suppress(ValueError):  # a malformed <base href> is ignored
             base = urljoin(page_url, collector.base.strip())
-        except ValueError:
-            pass
     nofollow = bool(collector.robots & {"nofollow", "none"})
     noindex = bool(collector.robots & {"noindex", "none"})
     urls: list[str] = []

@@ -15,7 +15,9 @@ from pilito_pipeline.crawl import CrawlConfig, CrawledPage, PageValidators, Unsa
 from .conftest import Response, SeenRequest, Site
 
 
-def crawl(site: Site, config: CrawlConfig, start: str = "/", known: dict[str, PageValidators] | None = None) -> dict[str, CrawledPage]:
+def crawl(
+    site: Site, config: CrawlConfig, start: str = "/", known: dict[str, PageValidators] | None = None
+) -> dict[str, CrawledPage]:
     """Pages by path (with query)."""
     pages: dict[str, CrawledPage] = {}
     for page in crawl_website(site.url(start), config, lambda url: (known or {}).get(url)):
@@ -49,7 +51,8 @@ def test_breadth_first_crawl_yields_every_reachable_page(site: Site, config: Cra
 def test_robots_rules_for_our_agent_and_crawl_delay_spacing(site: Site, config: CrawlConfig) -> None:
     site.add(
         "/robots.txt",
-        "User-agent: *\nDisallow: /\n\nUser-agent: PilitoBot\nDisallow: /private\nAllow: /private/open\nCrawl-delay: 0.3\n",
+        "User-agent: *\nDisallow: /\n\n"
+        "User-agent: PilitoBot\nDisallow: /private\nAllow: /private/open\nCrawl-delay: 0.3\n",
         content_type="text/plain",
     )
     links = ["/private", "/private/secret", "/private/open", "/p1", "/p2", "/p3", "/p4"]
@@ -62,7 +65,7 @@ def test_robots_rules_for_our_agent_and_crawl_delay_spacing(site: Site, config: 
     assert set(pages) == {"/", "/private/open", "/p1", "/p2", "/p3", "/p4"}
     assert not site.hits("/private") and not site.hits("/private/secret")
     arrivals = [request.at for request in site.requests if request.path != "/robots.txt"]
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
     assert len(gaps) >= 5 and min(gaps) >= 0.28, gaps  # Crawl-delay beats rate_limit_seconds=0, even with 4 workers
 
 
@@ -86,12 +89,14 @@ def test_sitemap_index_from_robots_and_default_sitemap(site: Site, config: Crawl
         f"<sitemap><loc>{site.url('/pages.xml')}</loc></sitemap></sitemapindex>",
         content_type="application/xml",
     )
-    urlset = '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{}</urlset>'
-    site.add("/posts.xml.gz", gzip.compress(urlset.format(f"<url><loc>{site.url('/orphan-post')}</loc></url>").encode()),
-             content_type="application/gzip")  # fmt: skip
-    site.add("/pages.xml", urlset.format(f"<url><loc>{site.url('/orphan-page')}</loc></url>"
-                                         "<url><loc>https://other.example/x</loc></url>"), content_type="text/xml")  # fmt: skip
-    site.add("/sitemap.xml", urlset.format(f"<url><loc>{site.url('/from-default')}</loc></url>"), content_type="text/xml")
+
+    def urlset(*locations: str) -> str:
+        entries = "".join(f"<url><loc>{location}</loc></url>" for location in locations)
+        return f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>'
+
+    site.add("/posts.xml.gz", gzip.compress(urlset(site.url("/orphan-post")).encode()), content_type="application/gzip")
+    site.add("/pages.xml", urlset(site.url("/orphan-page"), "https://other.example/x"), content_type="text/xml")
+    site.add("/sitemap.xml", urlset(site.url("/from-default")), content_type="text/xml")
     site.page("/")
     for path in ("/orphan-post", "/orphan-page", "/from-default"):
         site.page(path)
@@ -178,7 +183,10 @@ def _endless(chunk: bytes = b"x" * 65536) -> Iterator[bytes]:
 def test_huge_bodies_are_refused_without_reading_them(site: Site, config: CrawlConfig) -> None:
     fifty_mb = str(800 * 65536)
     site.page("/", ["/declared", "/streamed"])
-    site.route("/declared", lambda r: Response(headers={"Content-Type": "text/html", "Content-Length": fifty_mb}, body=_endless()))
+    site.route(
+        "/declared",
+        lambda r: Response(headers={"Content-Type": "text/html", "Content-Length": fifty_mb}, body=_endless()),
+    )
     site.route("/streamed", lambda r: Response(headers={"Content-Type": "text/html"}, body=_endless()))
 
     pages = crawl(site, dataclasses.replace(config, max_body_bytes=1_000_000))
@@ -192,7 +200,9 @@ def test_huge_bodies_are_refused_without_reading_them(site: Site, config: CrawlC
 def test_non_html_is_skipped_and_broken_html_still_crawled(site: Site, config: CrawlConfig) -> None:
     site.page("/", ["/report.pdf", "/broken", "/untyped"])
     site.add("/report.pdf", b"%PDF-1.7 \x00\x01\x02", content_type="application/pdf")
-    site.add("/broken", '<html><body><div><p>unclosed <a href="/ok">ok<table><tr><td><a href=/ok2>x</div></span>< <<>>&&;')
+    site.add(
+        "/broken", '<html><body><div><p>unclosed <a href="/ok">ok<table><tr><td><a href=/ok2>x</div></span>< <<>>&&;'
+    )
     site.add("/untyped", b"\x89PNG\r\n\x1a\n\x00\x00", content_type="")
     site.page("/ok")
     site.page("/ok2")
@@ -210,7 +220,10 @@ def test_non_html_is_skipped_and_broken_html_still_crawled(site: Site, config: C
 def test_windows_1256_page_is_decoded(site: Site, config: CrawlConfig) -> None:
     # Persian as windows-1256 pages carry it: Arabic yeh and kaf (cp1256 has no Farsi yeh/keheh)
     text = "سلام، به فروشگاه ما خوش آمديد. گارانتي اصالت كالا و ارسال رايگان."
-    html = f'<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1256"></head><body><p>{text}</p></body></html>'
+    html = (
+        '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1256"></head>'
+        f"<body><p>{text}</p></body></html>"
+    )
     site.add("/", html.encode("cp1256"), content_type="text/html")
 
     pages = crawl(site, config)
@@ -227,7 +240,9 @@ def test_recrawl_sends_validators_and_304_keeps_feeding_frontier(site: Site, con
     site.route("/", conditional)
     site.page("/only-known-from-last-crawl")
     known = {
-        site.url("/"): PageValidators('"v1"', "Wed, 01 Jan 2025 00:00:00 GMT", (site.url("/only-known-from-last-crawl"),)),
+        site.url("/"): PageValidators(
+            '"v1"', "Wed, 01 Jan 2025 00:00:00 GMT", (site.url("/only-known-from-last-crawl"),)
+        ),
     }
 
     pages = crawl(site, config, known=known)

@@ -28,7 +28,10 @@ from pilito_pipeline.crawl.urls import SiteScope, parse_numeric_ipv4
         ("http://example.com/p?", "http://example.com/p"),
         ("http://example.com/p?q=a+b&flag", "http://example.com/p?flag&q=a+b"),
         ("http://example.com/%7euser/%2fx", "http://example.com/~user/%2Fx"),  # unreserved decoded, hex upper
-        ("https://shop.ir/محصولات/کفش", "https://shop.ir/%D9%85%D8%AD%D8%B5%D9%88%D9%84%D8%A7%D8%AA/%DA%A9%D9%81%D8%B4"),
+        (
+            "https://shop.ir/محصولات/کفش",
+            "https://shop.ir/%D9%85%D8%AD%D8%B5%D9%88%D9%84%D8%A7%D8%AA/%DA%A9%D9%81%D8%B4",
+        ),
         ("https://shop.ir/%d9%85%d8%ad", "https://shop.ir/%D9%85%D8%AD"),
         ("https://shop.ir/search?q=کفش", "https://shop.ir/search?q=%DA%A9%D9%81%D8%B4"),
         ("https://پیلیتو.ir/", "https://xn--pgb5cn7smob.ir/"),  # IDNA host
@@ -45,7 +48,10 @@ def test_normalisation_table(raw: str, expected: str) -> None:
     assert normalize_url(expected) == expected  # idempotent
 
 
-@pytest.mark.parametrize("bad", ["mailto:a@b.c", "javascript:void(0)", "/relative", "ftp://example.com/", "http://", "http://example.com:99999/"])
+@pytest.mark.parametrize(
+    "bad",
+    ["mailto:a@b.c", "javascript:void(0)", "/relative", "ftp://example.com/", "http://", "http://example.com:99999/"],
+)
 def test_rejects_what_is_not_an_absolute_http_url(bad: str) -> None:
     with pytest.raises(ValueError):
         normalize_url(bad)
@@ -53,9 +59,9 @@ def test_rejects_what_is_not_an_absolute_http_url(bad: str) -> None:
 
 @pytest.mark.parametrize(
     ("host", "address"),
-    [("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.0.0.1", "127.0.0.1"), ("0x7f000001", "127.0.0.1"),
-     ("127.1", "127.0.0.1"), ("127.0.1", "127.0.0.1"), ("10.0.0.1.", "10.0.0.1"), ("0", "0.0.0.0"), ("example.com", None),
-     ("1.2.3.example", None)],
+    [("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.0.0.1", "127.0.0.1"),
+     ("0x7f000001", "127.0.0.1"), ("127.1", "127.0.0.1"), ("127.0.1", "127.0.0.1"), ("10.0.0.1.", "10.0.0.1"),
+     ("0", "0.0.0.0"), ("example.com", None), ("1.2.3.example", None)],
 )  # fmt: skip
 def test_numeric_hosts_are_read_like_browsers_do(host: str, address: str | None) -> None:
     parsed = parse_numeric_ipv4(host)
@@ -92,7 +98,9 @@ def test_patterns_are_globs_on_path_and_query() -> None:
 
 _piece = st.sampled_from(list("abcXYZ09-._~%2Fسلام !$&'()*+,;=:@") + ["%7e", "%D8%B3", "..", "%2f", "%zz"])
 _segment = st.lists(_piece, max_size=6).map("".join)
-_parameter = st.tuples(st.sampled_from(["a", "B", "utm_x", "gclid", "q", "سوال", "a b"]), st.text(alphabet="xyz+%=20سﻻ", max_size=4))
+_parameter = st.tuples(
+    st.sampled_from(["a", "B", "utm_x", "gclid", "q", "سوال", "a b"]), st.text(alphabet="xyz+%=20سﻻ", max_size=4)
+)
 
 
 @given(
