@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
@@ -49,7 +51,7 @@ from pilito_pipeline.retrieval.packing import (
 from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
 from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, model_label
 from pilito_pipeline.settings import Settings
-from pilito_pipeline.store.db import open_pool, resolve_database_url
+from pilito_pipeline.store.db import resolve_database_url
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,7 @@ class Retriever:
         metrics: RagMetrics | None = None,
         token_counter: TokenCounter | None = None,
         pool_size: int = 8,
+        pool_timeout_seconds: float = 5.0,
     ) -> None:
         """`embedder`: a provider, a zero-argument factory (built on first use, retried after a
         failure), or None (BM25 only)."""
@@ -162,6 +165,7 @@ class Retriever:
         self._no_rerank_model_logged = False
         self._embedder_lock = threading.Lock()
         self._pool_size = pool_size
+        self._pool_timeout_seconds = pool_timeout_seconds
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
 
@@ -184,7 +188,15 @@ class Retriever:
     def pool(self) -> ConnectionPool:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = open_pool(self.database_url, min_size=1, max_size=self._pool_size)
+                # Like store.db.open_pool, with bounded waits (a down database fails the call within
+                # `pool_timeout_seconds` instead of hanging the chat backend) and autocommit, so
+                # each stage's transaction is a real one and its SET LOCAL settings end with it.
+                self._pool = ConnectionPool(
+                    self.database_url, min_size=1, max_size=self._pool_size,
+                    kwargs={"row_factory": dict_row, "autocommit": True,
+                            "connect_timeout": max(1, round(self._pool_timeout_seconds))},
+                    configure=register_vector, timeout=self._pool_timeout_seconds, open=True,
+                )
             return self._pool
 
     def close(self) -> None:
@@ -192,6 +204,12 @@ class Retriever:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def warm_up(self) -> None:
         """Load the embedder and the configured cross-encoder now rather than on the first message."""
@@ -283,9 +301,10 @@ class Retriever:
                         chunks = remove_near_duplicates(chunks, self.config.near_duplicate_threshold)
                         packed[group.name] = pack_budget(chunks, group.budget, self.token_counter, next_citation)
                         next_citation += len(packed[group.name])
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.Error, PoolTimeout) as exc:
+            # Raised past the per-stage fallbacks: the database is down or its knowledge unreadable.
             self.metrics.errors_total.labels(method, "database").inc()
-            raise RetrievalUnavailable(f"knowledge database unreachable: {type(exc).__name__}") from exc
+            raise RetrievalUnavailable(f"knowledge database unusable: {type(exc).__name__}") from exc
 
         primary = packed.get("primary", [])
         secondary = packed.get("secondary", [])
