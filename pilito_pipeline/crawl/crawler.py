@@ -25,6 +25,8 @@ from pilito_pipeline.crawl.urls import SiteScope, normalize_url
 logger = logging.getLogger(__name__)
 
 KnownPages = Callable[[str], PageValidators | None]
+VisitResult = tuple[CrawledPage, tuple[str, ...]]
+"""A page and its in-scope links as the page spelled them."""
 
 
 def crawl_website(
@@ -80,30 +82,38 @@ class _Crawl:
         self.frontier.append((self.start_url, self.start_key, 0))
         self.claimed = 1
         workers = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix="crawl")
-        in_flight: dict[Future[tuple[CrawledPage, tuple[str, ...]]], str] = {}
+        in_flight: dict[Future[VisitResult], str] = {}
         try:
             start_rules = self.robots_for(self.start_key)
             if start_rules.unreachable_reason is None and self.config.max_depth >= 1:
                 self.read_sitemaps(start_rules)
             while self.frontier or in_flight:
-                while self.frontier and len(in_flight) < self.config.max_concurrency:
-                    url, key, depth = self.frontier.popleft()
-                    in_flight[workers.submit(self.visit, url, key, depth, self.known_pages(key))] = key
+                self.keep_workers_busy(workers, in_flight)
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    key = in_flight.pop(future)
-                    page, link_urls = future.result()
-                    if page.url != key:  # redirected: the page is known by where it landed
-                        if page.url in self.seen:
-                            self.claimed -= 1
-                            continue
-                        self.seen.add(page.url)
-                    for link in link_urls:
-                        self.enqueue(link, page.depth + 1)
-                    yield page
+                finished = [self.accept(in_flight.pop(future), future.result()) for future in done]
+                self.keep_workers_busy(workers, in_flight)  # fetch on while the caller handles pages
+                yield from (page for page in finished if page is not None)
         finally:
+            self.throttle.stop()  # workers waiting for their turn give up at once
             workers.shutdown(wait=False, cancel_futures=True)
             self.fetcher.close()
+
+    def keep_workers_busy(self, workers: ThreadPoolExecutor, in_flight: dict[Future[VisitResult], str]) -> None:
+        while self.frontier and len(in_flight) < self.config.max_concurrency:
+            url, key, depth = self.frontier.popleft()
+            in_flight[workers.submit(self.visit, url, key, depth, self.known_pages(key))] = key
+
+    def accept(self, key: str, result: VisitResult) -> CrawledPage | None:
+        """Queue a visited page's links; None for a redirect onto a page already seen."""
+        page, link_urls = result
+        if page.url != key:  # redirected: the page is known by where it landed
+            if page.url in self.seen:
+                self.claimed -= 1
+                return None
+            self.seen.add(page.url)
+        for link in link_urls:
+            self.enqueue(link, page.depth + 1)
+        return page
 
     # -- robots.txt and sitemaps ----------------------------------------------------------
     def robots_for(self, key: str) -> RobotsRules:
@@ -162,9 +172,7 @@ class _Crawl:
                 self.enqueue(page_url, 1)
 
     # -- one page (runs on a worker thread) -----------------------------------------------
-    def visit(
-        self, url: str, key: str, depth: int, known: PageValidators | None
-    ) -> tuple[CrawledPage, tuple[str, ...]]:
+    def visit(self, url: str, key: str, depth: int, known: PageValidators | None) -> VisitResult:
         """The page, and its links as the page spelled them (fetched as written: a site's own
         spelling, e.g. a trailing slash, saves a redirect)."""
         try:
@@ -175,9 +183,7 @@ class _Crawl:
             logger.exception("crawling %s failed unexpectedly", key)
             return CrawledPage(key, depth, "failed", reason=f"internal error: {type(exc).__name__}: {exc}"), ()
 
-    def fetch_page(
-        self, url: str, key: str, depth: int, known: PageValidators | None
-    ) -> tuple[CrawledPage, tuple[str, ...]]:
+    def fetch_page(self, url: str, key: str, depth: int, known: PageValidators | None) -> VisitResult:
         rules = self.robots_for(key)
         if not rules.allows(key):
             return CrawledPage(key, depth, "skipped", reason=rules.unreachable_reason or "disallowed by robots.txt"), ()

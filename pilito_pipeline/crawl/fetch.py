@@ -43,26 +43,36 @@ class HostThrottle:
     def __init__(self, default_delay: float) -> None:
         self._default_delay = default_delay
         self._delays: dict[str, float] = {}
-        self._next_start: dict[str, float] = {}
+        self._last_start: dict[str, float] = {}
+        self._hold_until: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Wake every waiting worker; no request starts after this."""
+        self._stopped.set()
 
     def set_delay(self, host: str, seconds: float) -> None:
         with self._lock:
             self._delays[host] = max(self._default_delay, seconds)
 
     def wait_turn(self, host: str) -> None:
+        """Sleep until `host` may get the next request (raises FetchError once stopped)."""
         with self._lock:
             now = time.monotonic()
-            start = max(now, self._next_start.get(host, 0.0))
-            self._next_start[host] = start + self._delays.get(host, self._default_delay)
-        if start > now:
-            time.sleep(start - now)
+            start = now
+            if host in self._last_start:
+                start = max(start, self._last_start[host] + self._delays.get(host, self._default_delay))
+            start = max(start, self._hold_until.get(host, 0.0))
+            self._last_start[host] = start
+        if self._stopped.wait(max(0.0, start - now)):
+            raise FetchError("failed", "crawl stopped before this request")
 
     def hold_off(self, host: str, seconds: float) -> None:
         """No request to `host` for `seconds` (after a 429/503)."""
         with self._lock:
             until = time.monotonic() + seconds
-            self._next_start[host] = max(self._next_start.get(host, 0.0), until)
+            self._hold_until[host] = max(self._hold_until.get(host, 0.0), until)
 
     def delay(self, host: str) -> float:
         with self._lock:

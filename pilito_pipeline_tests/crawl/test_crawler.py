@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -297,13 +298,17 @@ def test_redirect_to_cloud_metadata_is_refused(site: Site, config: CrawlConfig) 
         assert "169.254.169.254 is not a public address" in (pages[path].reason or "")
 
 
-def test_stopping_early_returns_promptly(site: Site, config: CrawlConfig) -> None:
+def test_stopping_early_releases_waiting_workers(site: Site, config: CrawlConfig) -> None:
+    site.add("/robots.txt", "User-agent: *\nCrawl-delay: 1\n", content_type="text/plain")
     site.page("/", [f"/p{i}" for i in range(50)])
     for i in range(50):
         site.page(f"/p{i}")
-    pages = crawl_website(site.url("/"), dataclasses.replace(config, rate_limit_seconds=0.2))
-    first = next(pages)
+    pages = crawl_website(site.url("/"), dataclasses.replace(config, max_concurrency=4))
+    first = next(pages)  # a second after robots.txt; 4 workers now wait 1, 2, 3, 4 s for their turns
     started = time.monotonic()
     pages.close()  # type: ignore[attr-defined]
+    while any(thread.name.startswith("crawl") for thread in threading.enumerate()) and time.monotonic() - started < 5:
+        time.sleep(0.02)
     assert first.outcome == "fetched"
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 0.5  # the waiting workers were woken, not left to sleep
+    assert [path for path in site.paths() if path.startswith("/p")] == []
