@@ -66,7 +66,8 @@ DEFAULT_CHUNKING_OPTIONS = ChunkingOptions()
 
 def chunk_document(doc: ExtractedDocument, options: ChunkingOptions = DEFAULT_CHUNKING_OPTIONS) -> list[Chunk]:
     """Parents and children of one web page, with the page's metadata on every chunk."""
-    page_heading = next((b.text for b in doc.blocks if b.kind == "heading" and b.level == 1), doc.title)
+    first_h1 = next((b.text for b in doc.blocks if b.kind == "heading" and b.level == 1), None)
+    page_heading = first_h1 or (doc.h1[0] if doc.h1 else doc.title)
     metadata = {
         "url": doc.url,
         "title": doc.title,

@@ -38,8 +38,8 @@ _ALWAYS_BOILERPLATE_TAGS = ("nav", "aside", "form", "script", "style", "noscript
 _PAGE_FRAME_TAGS = ("header", "footer")
 """Boilerplate at page level; inside <article>/<main> they frame the article itself and stay."""
 _BOILERPLATE_NAME = re.compile(
-    r"(^|[-_ ])(nav|navbar|navigation|menu|cookies?|consent|sidebar|footer|breadcrumbs?|social|share|"
-    r"advert|ads|popup|modal|newsletter)($|[-_ ])",
+    r"(^|[-_ ])(nav|navbar|navigation|menu|cookies?|consent|sidebar|widgets?|footer|breadcrumbs?|social|"
+    r"share|sharing|related|comments?|advert|ads|popup|modal|newsletter)($|[-_ ])",
     re.IGNORECASE,
 )
 _TEXT_TAGS = ("p", "blockquote", "pre", "dd", "dt", "figcaption", "address")
@@ -138,8 +138,8 @@ def extract_document(html: str, url: str, options: ExtractionOptions = DEFAULT_E
         language=detect_language(text, options.mixed_language_share),
         description=_meta_content(tree, "description"),
         keywords=_keywords(tree),
-        h1=_headings(tree, "h1"),
-        h2=_headings(tree, "h2"),
+        h1=_headings(content, "h1") or _headings(tree, "h1"),
+        h2=_headings(content, "h2"),
         blocks=blocks,
         extractor=name,
     )

@@ -5,7 +5,8 @@ Persian words are folded so that the spellings people actually use meet:
 their parts and the joined form ("ثبت‌نام" → ثبت, نام, ثبتنام) so "ثبت نام" and "ثبتنام" both match.
 Plural/comparative suffixes (ها های هایی تر ترین) are cut when at least three letters remain;
 clitics after a half-space (ی ای ام اش ...) and the verb prefixes می/نمی are dropped.
-English words lose a plural "s" ("scholarships" → "scholarship"). Grouped numbers lose their
+English words lose a plural "s" ("scholarships" → "scholarship", "classes" → "class"; like
+Porter's step 1a, so "ielts" becomes "ielt" on pages and in queries alike). Grouped numbers lose their
 separators ("۱۸٬۵۰۰٬۰۰۰" → "18500000").
 """
 
@@ -73,6 +74,8 @@ def _english_term(word: str) -> str | None:
         return None
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
+    if word.endswith("sses"):
+        return word[:-2]
     if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
         return word[:-1]
     return word
