@@ -1,7 +1,8 @@
 """A small OpenAI-compatible `/v1/embeddings` server on 127.0.0.1 for the provider tests.
 
 Vectors are a deterministic function of the text (so tests can compare them), requests are
-recorded, and `fail_next` queues error answers (status, headers, body) served before real ones.
+recorded, and `fail_next` queues the next answers: a `Failure` (status, headers, message, delay)
+or None for a normal answer.
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ class EmbeddingServer:
     url: str = ""
     requests: list[dict] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
-    failures: deque[Failure] = field(default_factory=deque)
+    failures: deque[Failure | None] = field(default_factory=deque)
     always_fail: Failure | None = None
     dimension_override: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def fail_next(self, *failures: Failure) -> None:
+    def fail_next(self, *failures: Failure | None) -> None:
         with self.lock:
             self.failures.extend(failures)
 
