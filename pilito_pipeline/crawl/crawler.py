@@ -29,6 +29,10 @@ VisitResult = tuple[CrawledPage, tuple[str, ...]]
 """A page and its in-scope links as the page spelled them."""
 
 
+class CrawlAbortedError(RuntimeError):
+    """The crawl could not start, so its (empty) result says nothing about the site's pages."""
+
+
 def crawl_website(
     start_url: str,
     config: CrawlConfig,
@@ -36,7 +40,10 @@ def crawl_website(
 ) -> Iterator[CrawledPage]:
     """Crawl one website, yielding each page as soon as it is fetched.
 
-    Raises UnsafeURLError at once when the start URL is unsafe (see `check_url_safe`).
+    Raises UnsafeURLError at once when the start URL is unsafe (see `check_url_safe`), and
+    CrawlAbortedError on iteration when the site's robots.txt cannot be read (5xx, 429, network
+    error): RFC 9309 then forbids crawling, and an empty crawl must not look like a site that
+    lost all its pages.
     `known_pages(normalised_url)` returns what the last crawl stored, for conditional requests;
     it is only called from the thread iterating this generator.
     """
@@ -85,7 +92,9 @@ class _Crawl:
         in_flight: dict[Future[VisitResult], str] = {}
         try:
             start_rules = self.robots_for(self.start_key)
-            if start_rules.unreachable_reason is None and self.config.max_depth >= 1:
+            if start_rules.unreachable_reason:
+                raise CrawlAbortedError(f"{start_rules.unreachable_reason}: nothing crawled")
+            if self.config.max_depth >= 1:
                 self.read_sitemaps(start_rules)
             while self.frontier or in_flight:
                 self.keep_workers_busy(workers, in_flight)

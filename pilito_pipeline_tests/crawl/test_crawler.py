@@ -11,7 +11,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pilito_pipeline.crawl import CrawlConfig, CrawledPage, PageValidators, UnsafeURLError, crawl_website
+from pilito_pipeline.crawl import (
+    CrawlAbortedError,
+    CrawlConfig,
+    CrawledPage,
+    PageValidators,
+    UnsafeURLError,
+    crawl_website,
+)
 
 from .conftest import Response, SeenRequest, Site
 
@@ -74,10 +81,9 @@ def test_robots_unreachable_means_crawl_nothing(site: Site, config: CrawlConfig)
     site.add("/robots.txt", "busy", status=500, content_type="text/plain")
     site.page("/", ["/a"])
 
-    pages = crawl(site, dataclasses.replace(config, max_retries=0))
+    with pytest.raises(CrawlAbortedError, match=r"robots.txt unreachable \(HTTP 500\)"):
+        crawl(site, dataclasses.replace(config, max_retries=0))
 
-    assert list(pages) == ["/"]
-    assert pages["/"].outcome == "skipped" and "robots.txt unreachable (HTTP 500)" in (pages["/"].reason or "")
     assert site.paths() == ["/robots.txt"]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pilito_pipeline.crawl import CrawlConfig, crawl_website
+from pilito_pipeline.crawl import CrawlAbortedError, CrawlConfig, crawl_website
 
 TLS = Path(__file__).parent / "tls"
 
@@ -56,14 +56,12 @@ def test_https_verified_for_the_host_name(https_port: int, monkeypatch: pytest.M
 
     assert page.outcome == "fetched", page.reason
     assert f"Host: localhost:{https_port}" in (page.html or "")
-    (by_address,) = list(crawl_website(f"https://127.0.0.1:{https_port}/", config))
-    assert by_address.outcome == "skipped" and "SSL" in (by_address.reason or "")  # certificate names localhost only
+    with pytest.raises(CrawlAbortedError, match="SSL"):  # the certificate names localhost only
+        list(crawl_website(f"https://127.0.0.1:{https_port}/", config))
 
 
 def test_untrusted_certificate_fails_the_page(https_port: int) -> None:
     config = CrawlConfig(rate_limit_seconds=0, timeout_seconds=5, allowed_hosts=("127.0.0.1",))
 
-    (page,) = list(crawl_website(f"https://localhost:{https_port}/", config))
-
-    assert page.outcome == "skipped"  # robots.txt could not be fetched securely: nothing crawled
-    assert "robots.txt unreachable" in (page.reason or "") and "SSL" in (page.reason or "")
+    with pytest.raises(CrawlAbortedError, match=r"robots.txt unreachable \(network error: SSLError"):
+        list(crawl_website(f"https://localhost:{https_port}/", config))
