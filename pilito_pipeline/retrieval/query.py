@@ -1,4 +1,4 @@
-"""Query analysis: language, the indexing-time normalisation and terms, complexity."""
+"""Query analysis: language and normalisation/terms exactly as at indexing (text/), complexity."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pilito_pipeline.text import normalize, tokenize
+from pilito_pipeline.text import detect_language, normalize, tokenize
 
 Language = Literal["fa", "en", "mixed"]
 Complexity = Literal["simple", "complex"]
 
-_ARABIC_SCRIPT = re.compile(r"[\u0600-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]")
-_LATIN = re.compile(r"[A-Za-z]")
 _QUESTION_MARKS = re.compile(r"[?؟]")
 _SENTENCE_END = re.compile(r"[.!?؟؛;]\s+\S")
 # Words that join two asks in one message ("... and ...", "... و ...", "also", "همچنین").
@@ -32,20 +30,6 @@ class QueryAnalysis:
 
     def to_dict(self) -> dict[str, object]:
         return {"language": self.language, "complexity": self.complexity, "terms": list(self.terms)}
-
-
-def detect_language(text: str) -> Language:
-    """'fa' or 'en' when at least 80% of the letters are of that script, else 'mixed'."""
-    arabic = len(_ARABIC_SCRIPT.findall(text))
-    latin = len(_LATIN.findall(text))
-    letters = arabic + latin
-    if letters == 0:
-        return "mixed"
-    if arabic >= 0.8 * letters:
-        return "fa"
-    if latin >= 0.8 * letters:
-        return "en"
-    return "mixed"
 
 
 def classify_complexity(normalized: str, terms: tuple[str, ...]) -> Complexity:
