@@ -299,7 +299,12 @@ def _tokens(units: Iterable[_Unit]) -> int:
 
 
 def _render(units: Sequence[_Unit]) -> str:
-    return units[0].text + "".join(unit.joiner + unit.text for unit in units[1:])
+    """Units joined by their joiners; a heading always ends its line."""
+    parts = [units[0].text]
+    for previous, unit in zip(units, units[1:]):
+        parts.append("\n" if previous.is_heading else unit.joiner)
+        parts.append(unit.text)
+    return "".join(parts)
 
 
 def _build_chunks(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 from pilito_pipeline.text.sentences import split_sentences
@@ -13,11 +12,12 @@ _MIN_CANDIDATE_WORDS = 3
 
 
 def make_tldr(text: str, max_words: int = 100) -> str:
-    """At most `max_words` words: the whole text when short, else its best-scoring sentences.
+    """At most `max_words` words: the whole text when short, else its most representative sentences.
 
-    A sentence scores by how frequent its distinct terms are in the whole text (terms from
-    `tokenize`, so Persian affixes and stop words are handled), damped by its length, with a bonus
-    for the opening sentence. Sentences are chosen greedily by score while they fit, then printed in
+    SumBasic selection over `tokenize` terms (so Persian affixes, half-spaces and stop words are
+    handled): a sentence scores the mean probability of its distinct terms in the whole text, the
+    opening sentence gets a bonus; after each pick the picked terms' probabilities are squared so
+    the next pick says something new. Picks stop when nothing else fits; they are printed in
     document order. If even the best sentence is too long, it is cut to `max_words` words.
     """
     if max_words < 1:
@@ -27,27 +27,36 @@ def make_tldr(text: str, max_words: int = 100) -> str:
         return " ".join(words)
 
     sentences = [" ".join(sentence.split()) for sentence in split_sentences(text)]
-    frequencies = Counter(tokenize(text))
-    scored = []
-    for position, sentence in enumerate(sentences):
-        terms = set(tokenize(sentence))
-        if len(sentence.split()) < _MIN_CANDIDATE_WORDS or not terms:
-            continue
-        score = sum(frequencies[term] for term in terms) / math.log2(2 + len(terms))
-        if position == 0:
-            score *= _FIRST_SENTENCE_BONUS
-        scored.append((score, position))
-    if not scored:
+    candidates = {
+        position: set(terms)
+        for position, sentence in enumerate(sentences)
+        if len(sentence.split()) >= _MIN_CANDIDATE_WORDS and (terms := tokenize(sentence))
+    }
+    if not candidates:
         return " ".join(words[:max_words])
+    counts = Counter(term for terms in candidates.values() for term in terms)
+    total = sum(counts.values())
+    probability = {term: count / total for term, count in counts.items()}
+
+    def score(position: int) -> float:
+        terms = candidates[position]
+        mean = sum(probability[term] for term in terms) / len(terms)
+        return mean * (_FIRST_SENTENCE_BONUS if position == 0 else 1.0)
 
     chosen: list[int] = []
     budget = max_words
-    for _, position in sorted(scored, key=lambda item: (-item[0], item[1])):
-        size = len(sentences[position].split())
-        if size <= budget:
-            chosen.append(position)
-            budget -= size
+    remaining = set(candidates)
+    while remaining:
+        fitting = [position for position in remaining if len(sentences[position].split()) <= budget]
+        if not fitting:
+            break
+        best = max(fitting, key=lambda position: (score(position), -position))
+        chosen.append(best)
+        budget -= len(sentences[best].split())
+        remaining.discard(best)
+        for term in candidates[best]:
+            probability[term] **= 2
     if not chosen:
-        best = max(scored, key=lambda item: (item[0], -item[1]))[1]
+        best = max(candidates, key=lambda position: (score(position), -position))
         return " ".join(sentences[best].split()[:max_words])
     return " ".join(sentences[position] for position in sorted(chosen))
