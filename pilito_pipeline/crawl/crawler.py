@@ -1,8 +1,8 @@
 """crawl_website: robots.txt, sitemaps, then breadth-first links, yielding pages as they arrive.
 
 Memory is bounded by `max_pages`: the frontier only takes URLs while
-`queued + in flight + yielded < max_pages`, so the seen-set of URLs is the only thing that
-grows with the crawl; page bodies are handed to the caller and dropped.
+`queued + in flight + yielded < max_pages`, so the seen-set holds at most `max_pages` URLs (plus
+redirect targets); page bodies are handed to the caller and dropped.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ def crawl_website(
 ) -> Iterator[CrawledPage]:
     """Crawl one website, yielding each page as soon as it is fetched.
 
-    Raises UnsafeURLError at once when the start URL is unsafe (see `check_url_safe`), and
-    CrawlAbortedError on iteration when the site's robots.txt cannot be read (5xx, 429, network
-    error): RFC 9309 then forbids crawling, and an empty crawl must not look like a site that
-    lost all its pages.
+    Raises UnsafeURLError at once when the start URL is unsafe (see `check_url_safe`).
+    Raises CrawlAbortedError while iterating when the site's robots.txt cannot be read (5xx,
+    429, network error: RFC 9309 then forbids crawling), and after the last page when no page
+    at all was fetched or found unchanged (e.g. the home page answered 500): such a crawl says
+    nothing about which pages the site still has, so it must not look like a complete one.
     `known_pages(normalised_url)` returns what the last crawl stored, for conditional requests;
     it is only called from the thread iterating this generator.
     """
@@ -69,6 +70,8 @@ class _Crawl:
         self.frontier: deque[tuple[str, str, int]] = deque()
         self.claimed = 0
         """URLs queued, in flight or yielded; never more than max_pages."""
+        self.reached = 0
+        """Pages fetched or found unchanged."""
 
     # -- frontier -------------------------------------------------------------------------
     def enqueue(self, url: str, depth: int) -> None:
@@ -101,7 +104,12 @@ class _Crawl:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 finished = [self.accept(in_flight.pop(future), future.result()) for future in done]
                 self.keep_workers_busy(workers, in_flight)  # fetch on while the caller handles pages
-                yield from (page for page in finished if page is not None)
+                for page in finished:
+                    if page is not None:
+                        self.reached += page.outcome in ("fetched", "not_modified")
+                        yield page
+            if not self.reached:
+                raise CrawlAbortedError(f"no page of {self.start_key} could be fetched")
         finally:
             self.throttle.stop()  # workers waiting for their turn give up at once
             workers.shutdown(wait=False, cancel_futures=True)

@@ -157,10 +157,11 @@ def test_429_then_success_honours_retry_after(site: Site, config: CrawlConfig) -
 
 
 def test_retry_after_beyond_the_limit_fails_the_page(site: Site, config: CrawlConfig) -> None:
-    site.add("/", "later", status=503, headers={"Retry-After": "3600"})
+    site.page("/", ["/busy"])
+    site.add("/busy", "later", status=503, headers={"Retry-After": "3600"})
     pages = crawl(site, config)
-    assert pages["/"].outcome == "failed" and "3600s" in (pages["/"].reason or "")
-    assert len(site.hits("/")) == 1
+    assert pages["/busy"].outcome == "failed" and "3600s" in (pages["/busy"].reason or "")
+    assert len(site.hits("/busy")) == 1
 
 
 def test_redirects_loops_limits_and_scope(site: Site, config: CrawlConfig) -> None:
@@ -269,9 +270,20 @@ def test_missing_pages_are_gone(site: Site, config: CrawlConfig) -> None:
 
     pages = crawl(site, dataclasses.replace(config, max_retries=0))
 
+    assert pages["/"].outcome == "fetched"
     assert (pages["/deleted"].outcome, pages["/deleted"].http_status) == ("gone", 410)
     assert (pages["/never-existed"].outcome, pages["/never-existed"].http_status) == ("gone", 404)
     assert (pages["/error"].outcome, pages["/error"].reason) == ("failed", "HTTP 500")
+
+
+def test_a_crawl_that_reaches_no_page_is_aborted_after_reporting_it(site: Site, config: CrawlConfig) -> None:
+    site.add("/", "maintenance", status=500)
+    pages = crawl_website(site.url("/"), dataclasses.replace(config, max_retries=0))
+
+    first = next(pages)
+    assert (first.outcome, first.reason) == ("failed", "HTTP 500")
+    with pytest.raises(CrawlAbortedError, match="no page .* could be fetched"):
+        next(pages)
 
 
 def test_noindex_page_is_skipped_but_its_links_followed(site: Site, config: CrawlConfig) -> None:
