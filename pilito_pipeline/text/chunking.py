@@ -49,7 +49,7 @@ class ChunkingOptions:
     child_target_tokens: int = 120
     child_overlap_tokens: int = 24
     parent_max_tokens: int = 480
-    tiny_section_tokens: int = 25
+    tiny_section_tokens: int = 20
     tldr_max_words: int = 100
 
     def __post_init__(self) -> None:
