@@ -4,7 +4,6 @@ They query the whole table (cheap aggregate scans) after each page run, so an op
 UI the moment anything drifts: duplicates, chunks of gone pages, wrong embeddings, empty pages.
 """
 
-from __future__ import annotations
 
 from collections.abc import Callable
 

@@ -6,7 +6,6 @@ chunk/embedding runs over contiguous key ranges. Pages gone from the site lose t
 their partition.
 """
 
-from __future__ import annotations
 
 import time
 from collections import Counter

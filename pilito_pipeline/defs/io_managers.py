@@ -3,7 +3,6 @@
 Both receive one or many page partitions per run (range runs) as a dict keyed by page key.
 """
 
-from __future__ import annotations
 
 from typing import Any
 

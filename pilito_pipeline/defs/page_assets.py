@@ -5,7 +5,6 @@ range at once (`BackfillPolicy.single_run`): one model load, one batched embeddi
 database transaction per run instead of one run per page. Values are dicts keyed by page key.
 """
 
-from __future__ import annotations
 
 import time
 from dataclasses import dataclass

@@ -9,6 +9,7 @@ import dagster as dg
 
 from pilito_pipeline.defs.io_managers import KnowledgeIOManager, PageValuesIOManager
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource
+from pilito_pipeline.defs.retrieval_resource import RetrievalResource
 from pilito_pipeline.settings import Settings, get_settings
 
 
@@ -38,6 +39,7 @@ def resources_from_settings(settings: Settings | None = None) -> dict[str, Any]:
             openai_base_url=settings.openai_base_url,
             redis_url=settings.redis_url,
         ),
+        "retrieval": RetrievalResource.from_env(settings),
         "page_values_io_manager": PageValuesIOManager(database=database),
         "knowledge_io_manager": KnowledgeIOManager(database=database),
     }

@@ -4,7 +4,6 @@ Runs are deduplicated by run keys derived from what they do (a crawl request's t
 range's content hashes), so a sensor may see the same state many times and launch it once.
 """
 
-from __future__ import annotations
 
 import hashlib
 import time

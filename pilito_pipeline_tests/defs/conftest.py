@@ -70,7 +70,7 @@ def run_sensors_and_runs(instance: dg.DagsterInstance, resources: dict[str, Any]
         outcome = dg.materialize(PAGE_ASSETS, instance=instance, resources=resources, tags=request.tags)
         assert outcome.success
         launched["page_runs"] += 1
-        (materialization,) = outcome.asset_materializations_for_node("chunk_embeddings")
+        materialization = outcome.asset_materializations_for_node("chunk_embeddings")[0]  # one per page, same run metadata
         for name in ("embeddings_computed", "embeddings_reused"):
             launched[name] += materialization.metadata[name].value
     return launched

@@ -44,7 +44,7 @@ def test_website_to_retrievable_chunks_and_rerun_changes_nothing(
     # Forcing the page assets to run again over every page: zero provider calls, no row written.
     outcome = dg.materialize(PAGE_ASSETS, instance=instance, resources=resources, tags={
         ASSET_PARTITION_RANGE_START_TAG: pages[0], ASSET_PARTITION_RANGE_END_TAG: pages[-1]})
-    (materialization,) = outcome.asset_materializations_for_node("chunk_embeddings")
+    materialization = outcome.asset_materializations_for_node("chunk_embeddings")[0]
     assert materialization.metadata["embeddings_computed"].value == 0
     assert materialization.metadata["embeddings_reused"].value > 0
     assert table_counts(database_url) == first

@@ -1,0 +1,39 @@
+"""The README's first command, as a user runs it: `pilito-pipeline demo` starts Dagster (webserver +
+daemon, with the project's dagster.yaml on Postgres storage), whose sensors crawl and embed the
+sample site; the demo then answers a Persian and an English question. Here it stops after answering."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_demo_command_runs_the_pipeline_through_dagster(tmp_path: Path) -> None:
+    env = {**os.environ, "PILITO_DATA_DIR": str(tmp_path / "data")}
+    env.pop("DATABASE_URL", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pilito_pipeline.cli", "demo", "--exit-after-answers",
+         "--port", str(free_port()), "--site-port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=540, stdin=subprocess.DEVNULL,
+    )
+    output = completed.stdout + completed.stderr
+    log = tmp_path / "data" / "dagster.log"
+    assert completed.returncode == 0, output + (log.read_text()[-5000:] if log.exists() else "")
+    assert "pipeline done" in output
+    answers = output.split("Q: ")[1:]
+    assert len(answers) == 2
+    assert "ielts" in answers[0].lower()
+    assert "scholarship" in answers[1].lower()
