@@ -18,7 +18,7 @@ class EmbedCounts:
     embedded: int
     """Distinct texts sent to the provider."""
     reused: int
-    """Embeddings filled in from stored rows (or rows that already had them), without the provider."""
+    """Embeddings filled in from stored rows, without the provider."""
 
 
 def embed_rows(
@@ -26,17 +26,16 @@ def embed_rows(
 ) -> EmbedCounts:
     """Give every non-parent row its full-text and TL;DR embeddings from `provider`.
 
-    All missing texts of all rows go to the provider in one `embed` call (it batches). A text
-    already embedded by the same model, stored for the same source (`reuse_from`) or carried by a
-    row, is reused, so re-running unchanged chunks makes no provider call; changing the model
-    re-embeds everything. Rows are only modified once every embedding is in hand. Parent rows and
-    empty TL;DRs get no embedding.
+    All missing texts of all rows go to the provider in one `embed` call (it batches). A text the
+    same model already embedded for the same source, as stored in the database (`reuse_from`), is
+    reused, so re-running unchanged chunks makes no provider call; changing the model re-embeds
+    everything. Embeddings the rows already carry are replaced, never trusted. Rows are only
+    modified once every embedding is in hand. Parent rows and empty TL;DRs get no embedding.
     """
     children = [row for row in rows if not row.is_parent]
-    known = _already_embedded(children, provider.model_name)
+    known: dict[str, np.ndarray] = {}
     if reuse_from is not None and children:
-        stored = reusable_embeddings(reuse_from, {row.source_key for row in children}, provider.model_name)
-        known = stored | known
+        known = reusable_embeddings(reuse_from, {row.source_key for row in children}, provider.model_name)
     wanted = [row.full_text for row in children] + [row.tldr for row in children if row.tldr.strip()]
     reused_before = sum(1 for text in wanted if text_digest(text) in known)
     missing = list(dict.fromkeys(text for text in wanted if text_digest(text) not in known))
@@ -57,14 +56,3 @@ def embed_rows(
         row.tldr_embedding = known[text_digest(row.tldr)] if row.tldr.strip() else None
     return EmbedCounts(embedded=len(missing), reused=reused_before)
 
-
-def _already_embedded(rows: Sequence[KnowledgeRow], model_name: str) -> dict[str, np.ndarray]:
-    carried: dict[str, np.ndarray] = {}
-    for row in rows:
-        if row.embedding_model != model_name:
-            continue
-        if row.full_embedding is not None:
-            carried[text_digest(row.full_text)] = row.full_embedding
-        if row.tldr_embedding is not None and row.tldr.strip():
-            carried[text_digest(row.tldr)] = row.tldr_embedding
-    return carried
