@@ -19,6 +19,10 @@ class RetrievalConfig:
     fused_limit: int = 20
     """Unique chunks kept after reciprocal-rank fusion."""
     rrf_k: int = 60
+    persian_dense_weight: float = 1.0
+    """RRF weight of the dense list for Persian queries (BM25's is 1). Plain RRF by default; lower it
+    when the embedding model does not cover Persian (the packaged MiniLM is English-only: its
+    vocabulary splits Persian into single letters)."""
     rerank_top_k: int = 8
     """Chunks kept per group after reranking (flag `rerank_top_k`)."""
     rerank_model: str = ""
@@ -51,5 +55,7 @@ class RetrievalConfig:
             raise ValueError(f"RetrievalConfig.rerank_passage must be 'tldr' or 'full', got {self.rerank_passage!r}")
         if not 0 < self.near_duplicate_threshold <= 1:
             raise ValueError("RetrievalConfig.near_duplicate_threshold must be in (0, 1]")
+        if self.persian_dense_weight < 0:
+            raise ValueError("RetrievalConfig.persian_dense_weight must not be negative")
         if self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
             raise ValueError("RetrievalConfig.bm25_k1 must be >= 0 and bm25_b within [0, 1]")

@@ -30,6 +30,13 @@ def resolve_model_name(name: str) -> str:
     return RERANK_MODEL_ALIASES.get(name.strip(), name.strip())
 
 
+def rerank_passage(section_title: str, text: str, tldr: str, mode: str) -> str:
+    """What the cross-encoder reads beside the query: the section title and the TL;DR ("tldr",
+    falling back to the text when there is none) or the full text ("full")."""
+    body = tldr if mode == "tldr" and tldr.strip() else text
+    return f"{section_title}. {body}" if section_title else body
+
+
 def model_label(name: str) -> str:
     """A short, bounded metrics label for a configured model (a path becomes its folder name)."""
     return Path(name).name or name

@@ -49,7 +49,7 @@ from pilito_pipeline.retrieval.packing import (
     remove_near_duplicates,
 )
 from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
-from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, model_label
+from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, model_label, rerank_passage
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.store.db import resolve_database_url
 
@@ -214,13 +214,13 @@ class Retriever:
     def warm_up(self) -> None:
         """Load the embedder and the configured cross-encoder now rather than on the first message."""
         try:
-            self._get_embedder()
+            self._get_embedder().embed(["warm-up"])  # the first inference of a model is slow
         except Exception as exc:  # reported, and retrieval will degrade to BM25 until it loads
             log.warning("embedder unavailable at warm-up: %s: %s", type(exc).__name__, exc)
         model = self._rerank_model(self.flags.get_all_flags())
         if model:
             try:
-                self.reranker.load(model)
+                self.reranker.score(model, "warm-up", ["warm-up"])
             except RerankUnavailable:
                 pass  # already logged once by the reranker
 
@@ -283,7 +283,7 @@ class Retriever:
                                 k1=self.config.bm25_k1, b=self.config.bm25_b))
                             used_bm25 |= ok
                     with watch.stage("fusion"):
-                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse)
+                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse, analysis)
                 reranked = False
                 if production:
                     with watch.stage("rerank"):
@@ -345,10 +345,10 @@ class Retriever:
             return [], False
 
     def _fuse(self, conn: psycopg.Connection, tenant_id: str, dense: list[tuple[int, float]],
-              sparse: list[tuple[int, float]]) -> list[RetrievedChunk]:
+              sparse: list[tuple[int, float]], analysis: QueryAnalysis) -> list[RetrievedChunk]:
         fused = reciprocal_rank_fusion(
             {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
-            k=self.config.rrf_k, limit=self.config.fused_limit,
+            k=self.config.rrf_k, limit=self.config.fused_limit, weights=fusion_weights(self.config, analysis),
         )
         rows = fetch_chunks(conn, tenant_id, [i for i, _ in fused])
         dense_scores, sparse_scores = dict(dense), dict(sparse)
@@ -403,8 +403,7 @@ class Retriever:
         return True
 
     def _rerank_passage(self, chunk: RetrievedChunk) -> str:
-        body = chunk.tldr if self.config.rerank_passage == "tldr" and chunk.tldr else chunk.text
-        return f"{chunk.section_title}. {body}" if chunk.section_title else body
+        return rerank_passage(chunk.section_title, chunk.text, chunk.tldr, self.config.rerank_passage)
 
     def _degrade(self, method: str, stage: str, exc: BaseException, *, log_it: bool = True) -> Degradation:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
@@ -457,6 +456,11 @@ def _method_name(production: bool, used_dense: bool, used_bm25: bool, reranked: 
     else:
         name = "none"
     return name + "+rerank" if reranked else name
+
+
+def fusion_weights(config: RetrievalConfig, analysis: QueryAnalysis) -> dict[str, float]:
+    """RRF list weights for this query (see `RetrievalConfig.persian_dense_weight`)."""
+    return {"dense": config.persian_dense_weight} if analysis.language == "fa" else {}
 
 
 def embed_query(embedder: EmbeddingProvider, analysis: QueryAnalysis) -> np.ndarray:
