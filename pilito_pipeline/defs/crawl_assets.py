@@ -24,8 +24,12 @@ PARTITION_BATCH = 50
 """Pages registered together (contiguous keys); also how often progress is saved."""
 
 
-def page_record(crawled: CrawledPage) -> page_store.PageRecord:
-    """What to store for one crawl outcome; extraction failures become per-page `skipped` records."""
+def page_record(crawled: CrawledPage, text_seen_at: dict[str, str]) -> page_store.PageRecord:
+    """What to store for one crawl outcome; extraction failures become per-page `skipped` records.
+
+    `text_seen_at` maps content hashes met earlier in this crawl to their URL: a page with the same
+    text under another URL (`/` and `/index.html`) is skipped as a duplicate, not indexed twice.
+    """
     record = page_store.PageRecord(
         url=crawled.url,
         depth=crawled.depth,
@@ -42,13 +46,19 @@ def page_record(crawled: CrawledPage) -> page_store.PageRecord:
         document = extract_document(crawled.html, crawled.url)
     except ExtractionError as exc:
         return page_store.PageRecord(**{**record.__dict__, "status": "skipped", "failure_reason": str(exc)})
+    content_hash = document_hash(document)
+    first_url = text_seen_at.setdefault(content_hash, crawled.url)
+    if first_url != crawled.url:
+        return page_store.PageRecord(
+            **{**record.__dict__, "status": "skipped", "failure_reason": f"same text as {first_url}"}
+        )
     return page_store.PageRecord(
         **{
             **record.__dict__,
             "title": document.title,
             "language": document.language,
             "document": document.to_dict(),
-            "content_hash": document_hash(document),
+            "content_hash": content_hash,
         }
     )
 
@@ -70,11 +80,17 @@ def website_crawl(
 
         outcomes: Counter[str] = Counter()
         unregistered: list[str] = []
+        text_seen_at: dict[str, str] = {}
+        stored_hashes: dict[str, str] = {}
         clock = time.monotonic()
 
         def known(url: str) -> PageValidators | None:
             stored = page_store.stored_validators(conn, website_id, url)
-            return PageValidators(stored.etag, stored.last_modified, stored.links) if stored else None
+            if stored is None:
+                return None
+            if stored.content_hash:
+                stored_hashes[url] = stored.content_hash
+            return PageValidators(stored.etag, stored.last_modified, stored.links)
 
         def register_partitions() -> None:
             if unregistered:
@@ -86,7 +102,9 @@ def website_crawl(
 
         try:
             for crawled in crawl_website(website.url, crawler.config_for(website), known):
-                record = page_record(crawled)
+                if crawled.outcome == "not_modified" and crawled.url in stored_hashes:
+                    text_seen_at.setdefault(stored_hashes[crawled.url], crawled.url)
+                record = page_record(crawled, text_seen_at)
                 outcomes[record.status] += 1
                 key, needs_partition = page_store.record_page(conn, website.tenant_id, website_id, record)
                 if record.status in ("skipped", "failed"):

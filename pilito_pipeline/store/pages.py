@@ -18,6 +18,7 @@ class StoredValidators:
     etag: str | None
     last_modified: str | None
     links: tuple[str, ...]
+    content_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,13 @@ def page_id_from_partition_key(key: str) -> int:
 def stored_validators(conn: psycopg.Connection, website_id: int, url: str) -> StoredValidators | None:
     """Validators of the last successful fetch, for a conditional request."""
     row = conn.execute(
-        "SELECT etag, last_modified, links FROM pages"
+        "SELECT etag, last_modified, links, content_hash FROM pages"
         " WHERE website_id = %s AND url = %s AND status IN ('fetched', 'not_modified')",
         (website_id, url),
     ).fetchone()
     if row is None:
         return None
-    return StoredValidators(row["etag"], row["last_modified"], tuple(row["links"]))
+    return StoredValidators(row["etag"], row["last_modified"], tuple(row["links"]), row["content_hash"])
 
 
 def record_page(

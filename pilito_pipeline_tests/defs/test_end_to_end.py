@@ -12,6 +12,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pilito_pipeline.defs.partitions import pages_partitions
 from pilito_pipeline.retrieval import Retriever
 from pilito_pipeline.settings import Settings
+from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.defs.conftest import PAGE_ASSETS, register, run_sensors_and_runs, table_counts
 
 pytestmark = pytest.mark.slow
@@ -27,6 +28,9 @@ def test_website_to_retrievable_chunks_and_rerun_changes_nothing(
     assert 1 <= launched["page_runs"] <= 2  # a dozen pages: batched, not one run per page
     pages = instance.get_dynamic_partitions(pages_partitions.name)
     assert len(pages) >= 10
+    with connect(database_url) as conn:
+        duplicates = conn.execute("SELECT url FROM pages WHERE failure_reason LIKE 'same text as %'").fetchall()
+    assert [row["url"] for row in duplicates] == [demo_site + "index.html"]  # `/` was indexed first
     first = table_counts(database_url)
     assert first["chunks"] >= len(pages) and first["embedded"] > 0
 
