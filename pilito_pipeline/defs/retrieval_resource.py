@@ -68,6 +68,7 @@ class RetrievalResource(dg.ConfigurableResource):
     sparse_top_k: int = _DEFAULTS.sparse_top_k
     rerank_top_k: int = _DEFAULTS.rerank_top_k
     rrf_k: int = _DEFAULTS.rrf_k
+    persian_dense_weight: float = _DEFAULTS.persian_dense_weight
     exact_search_max_chunks: int = _DEFAULTS.exact_search_max_chunks
 
     _retriever: Retriever | None = PrivateAttr(default=None)
@@ -105,7 +106,7 @@ class RetrievalResource(dg.ConfigurableResource):
             )
             config = RetrievalConfig(
                 dense_top_k=self.dense_top_k, sparse_top_k=self.sparse_top_k, rerank_top_k=self.rerank_top_k,
-                rrf_k=self.rrf_k, rerank_model=self.rerank_model, rerank_passage=self.rerank_passage,  # type: ignore[arg-type]
+                rrf_k=self.rrf_k, persian_dense_weight=self.persian_dense_weight, rerank_model=self.rerank_model, rerank_passage=self.rerank_passage,  # type: ignore[arg-type]
                 rerank_max_length=self.rerank_max_length, exact_search_max_chunks=self.exact_search_max_chunks,
             )
             self._retriever = Retriever.from_settings(settings, config=config, flags_prefix=self.flags_key_prefix)

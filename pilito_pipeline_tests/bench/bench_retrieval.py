@@ -204,13 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     migrate(url)
 
     provider = LocalProvider()
-    texts = demo_texts() + [("", p) for p in stdlib_paragraphs(args.real_texts, args.seed)]
-    print(f"real texts: {len(texts):,} (demo site + stdlib docstrings); embedding ...", flush=True)
-    vectors, embed_ms = timed(lambda: provider.embed([f"{t} {x}".strip() for t, x in texts]))
-    print(f"  {len(texts) / (embed_ms / 1000):.0f} texts/s", flush=True)
     sizes = tenant_sizes(args.chunks, args.tenants, args.skew)
     print(f"tenants: {len(sizes)}, chunks: {sum(sizes):,}, largest {sizes[0]:,}, median {sorted(sizes)[len(sizes) // 2]:,}")
     if not args.reuse:
+        texts = demo_texts() + [("", p) for p in stdlib_paragraphs(args.real_texts, args.seed)]
+        print(f"real texts: {len(texts):,} (demo site + stdlib docstrings); embedding ...", flush=True)
+        vectors, embed_ms = timed(lambda: provider.embed([f"{t} {x}".strip() for t, x in texts]))
+        print(f"  {len(texts) / (embed_ms / 1000):.0f} texts/s", flush=True)
         load_corpus(url, texts, vectors, sizes, args.sigma, args.seed)
 
     rng = random.Random(args.seed)
