@@ -16,6 +16,7 @@ from pilito_pipeline.crawl import CrawledPage, PageValidators, crawl_website
 from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource
 from pilito_pipeline.store import pages as page_store
+from pilito_pipeline.store.asset_values import delete_partition_values
 from pilito_pipeline.store import websites as website_store
 from pilito_pipeline.store.knowledge import delete_sources
 from pilito_pipeline.text import ExtractionError, document_hash, extract_document
@@ -120,8 +121,11 @@ def website_crawl(
             conn.commit()
             raise
 
-        retired = page_store.retire_unseen_pages(conn, website_id, started_at)
+        # A crawl cut short by max_pages proves nothing about the pages it did not reach.
+        complete = sum(outcomes.values()) < website.max_pages
+        retired = page_store.retire_gone_pages(conn, website_id, started_at, include_unseen=complete)
         deleted_chunks = delete_sources(conn, [(website.tenant_id, "website", key) for key in retired])
+        delete_partition_values(conn, retired)
         progress = {**dict(outcomes), "retired": len(retired), "seconds": round(time.monotonic() - clock, 2)}
         website_store.mark_crawl_finished(conn, website_id, started_at, progress)
         conn.commit()

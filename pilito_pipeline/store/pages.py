@@ -120,8 +120,13 @@ def mark_partitions_registered(conn: psycopg.Connection, partition_keys: list[st
     )
 
 
-def retire_unseen_pages(conn: psycopg.Connection, website_id: int, crawl_started_at: datetime) -> list[str]:
-    """Mark pages not reached by a complete crawl (or answered 404/410) gone; return their keys."""
+def retire_gone_pages(
+    conn: psycopg.Connection, website_id: int, crawl_started_at: datetime, *, include_unseen: bool
+) -> list[str]:
+    """Retire pages answered 404/410 and, after a complete crawl, pages it no longer reached.
+
+    Returns the partition keys of pages retired now (their chunks and partitions must go).
+    """
     rows = conn.execute(
         """
         UPDATE pages SET status = 'gone',
@@ -129,11 +134,11 @@ def retire_unseen_pages(conn: psycopg.Connection, website_id: int, crawl_started
                document = NULL, content_hash = NULL, processed_hash = NULL,
                partition_registered = false, updated_at = now()
         WHERE website_id = %s
-          AND (last_seen_at < %s OR status = 'gone')
+          AND (status = 'gone' OR (%s AND last_seen_at < %s))
           AND (status <> 'gone' OR partition_registered OR processed_hash IS NOT NULL)
         RETURNING partition_key
         """,
-        (website_id, crawl_started_at),
+        (website_id, include_unseen, crawl_started_at),
     ).fetchall()
     return [r["partition_key"] for r in rows]
 
