@@ -28,8 +28,9 @@ PARTITION_BATCH = 50
 def page_record(crawled: CrawledPage, text_seen_at: dict[str, str]) -> page_store.PageRecord:
     """What to store for one crawl outcome; extraction failures become per-page `skipped` records.
 
-    `text_seen_at` maps content hashes met earlier in this crawl to their URL: a page with the same
-    text under another URL (`/` and `/index.html`) is skipped as a duplicate, not indexed twice.
+    `text_seen_at` maps content hashes to the URL holding that text (stored, or met earlier in this
+    crawl): a page with the same text under another URL (`/` and `/index.html`) is skipped as a
+    duplicate, not indexed twice.
     """
     record = page_store.PageRecord(
         url=crawled.url,
@@ -81,17 +82,13 @@ def website_crawl(
 
         outcomes: Counter[str] = Counter()
         unregistered: list[str] = []
-        text_seen_at: dict[str, str] = {}
-        stored_hashes: dict[str, str] = {}
+        # Pages already holding a text keep it, so duplicates resolve the same way on every crawl.
+        text_seen_at = page_store.stored_text_owners(conn, website_id)
         clock = time.monotonic()
 
         def known(url: str) -> PageValidators | None:
             stored = page_store.stored_validators(conn, website_id, url)
-            if stored is None:
-                return None
-            if stored.content_hash:
-                stored_hashes[url] = stored.content_hash
-            return PageValidators(stored.etag, stored.last_modified, stored.links)
+            return PageValidators(stored.etag, stored.last_modified, stored.links) if stored else None
 
         def register_partitions() -> None:
             if unregistered:
@@ -103,8 +100,6 @@ def website_crawl(
 
         try:
             for crawled in crawl_website(website.url, crawler.config_for(website), known):
-                if crawled.outcome == "not_modified" and crawled.url in stored_hashes:
-                    text_seen_at.setdefault(stored_hashes[crawled.url], crawled.url)
                 record = page_record(crawled, text_seen_at)
                 outcomes[record.status] += 1
                 key, needs_partition = page_store.record_page(conn, website.tenant_id, website_id, record)

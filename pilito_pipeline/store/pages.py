@@ -18,7 +18,6 @@ class StoredValidators:
     etag: str | None
     last_modified: str | None
     links: tuple[str, ...]
-    content_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -60,13 +59,24 @@ def page_id_from_partition_key(key: str) -> int:
 def stored_validators(conn: psycopg.Connection, website_id: int, url: str) -> StoredValidators | None:
     """Validators of the last successful fetch, for a conditional request."""
     row = conn.execute(
-        "SELECT etag, last_modified, links, content_hash FROM pages"
+        "SELECT etag, last_modified, links FROM pages"
         " WHERE website_id = %s AND url = %s AND status IN ('fetched', 'not_modified')",
         (website_id, url),
     ).fetchone()
     if row is None:
         return None
-    return StoredValidators(row["etag"], row["last_modified"], tuple(row["links"]), row["content_hash"])
+    return StoredValidators(row["etag"], row["last_modified"], tuple(row["links"]))
+
+
+def stored_text_owners(conn: psycopg.Connection, website_id: int) -> dict[str, str]:
+    """Content hash → URL of the page that currently holds that text, for duplicate detection."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (content_hash) content_hash, url FROM pages"
+        " WHERE website_id = %s AND content_hash IS NOT NULL AND status IN ('fetched', 'not_modified')"
+        " ORDER BY content_hash, id",
+        (website_id,),
+    ).fetchall()
+    return {r["content_hash"]: r["url"] for r in rows}
 
 
 def record_page(

@@ -30,7 +30,7 @@ def test_website_to_retrievable_chunks_and_rerun_changes_nothing(
     assert len(pages) >= 10
     with connect(database_url) as conn:
         duplicates = conn.execute("SELECT url FROM pages WHERE failure_reason LIKE 'same text as %'").fetchall()
-    assert [row["url"] for row in duplicates] == [demo_site + "index.html"]  # `/` was indexed first
+    assert len(duplicates) == 1 and duplicates[0]["url"] in (demo_site, demo_site + "index.html")
     first = table_counts(database_url)
     assert first["chunks"] >= len(pages) and first["embedded"] > 0
 
