@@ -51,6 +51,10 @@ class Settings:
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_dimension: int = 384
     embedding_batch_size: int = 64
+    embedding_languages: tuple[str, ...] = ("en",)
+    """Languages the embedding model was trained on; `*` for multilingual models. The packaged
+    MiniLM is English-only: it splits Persian into single letters, so dense scores on Persian
+    queries are noise and retrieval gives them no weight (BM25 carries Persian)."""
     openai_api_key: str = field(default="", repr=False)
     openai_base_url: str = ""
     rerank_model: str = ""
@@ -65,15 +69,31 @@ class Settings:
     def uses_embedded_postgres(self) -> bool:
         return not self.database_url
 
+    def embedding_covers(self, language: str) -> bool:
+        return "*" in self.embedding_languages or language in self.embedding_languages
+
+
+PACKAGED_EMBEDDING_MODELS = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+
+def _embedding_languages(model: str) -> tuple[str, ...]:
+    """EMBEDDING_LANGUAGES, else English for the packaged MiniLM and any language otherwise."""
+    configured = _env_list("EMBEDDING_LANGUAGES")
+    if configured:
+        return configured
+    return ("en",) if model in PACKAGED_EMBEDDING_MODELS else ("*",)
+
 
 def settings_from_env() -> Settings:
     """Read the environment now (tests call this after changing variables)."""
+    embedding_model = _env("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
     return Settings(
         database_url=_env("DATABASE_URL"),
         data_dir=Path(_env("PILITO_DATA_DIR") or PROJECT_ROOT / ".pilito"),
         redis_url=_env("REDIS_URL"),
         embedding_provider=_env("EMBEDDING_PROVIDER", "local"),
-        embedding_model=_env("EMBEDDING_MODEL", "all-MiniLM-L6-v2"),
+        embedding_model=embedding_model,
+        embedding_languages=_embedding_languages(embedding_model),
         embedding_dimension=_env_int("EMBEDDING_DIMENSION", 384),
         embedding_batch_size=_env_int("EMBEDDING_BATCH_SIZE", 64),
         openai_api_key=_env("OPENAI_API_KEY"),

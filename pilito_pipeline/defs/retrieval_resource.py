@@ -86,6 +86,7 @@ class RetrievalResource(dg.ConfigurableResource):
             openai_api_key=_secret("OPENAI_API_KEY"),
             openai_base_url=settings.openai_base_url,
             rerank_model=settings.rerank_model,
+            persian_dense_weight=1.0 if settings.embedding_covers("fa") else 0.0,
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -106,7 +107,8 @@ class RetrievalResource(dg.ConfigurableResource):
             )
             config = RetrievalConfig(
                 dense_top_k=self.dense_top_k, sparse_top_k=self.sparse_top_k, rerank_top_k=self.rerank_top_k,
-                rrf_k=self.rrf_k, persian_dense_weight=self.persian_dense_weight, rerank_model=self.rerank_model, rerank_passage=self.rerank_passage,  # type: ignore[arg-type]
+                rrf_k=self.rrf_k, persian_dense_weight=self.persian_dense_weight, rerank_model=self.rerank_model,
+                rerank_passage=self.rerank_passage,  # type: ignore[arg-type]
                 rerank_max_length=self.rerank_max_length, exact_search_max_chunks=self.exact_search_max_chunks,
             )
             self._retriever = Retriever.from_settings(settings, config=config, flags_prefix=self.flags_key_prefix)
