@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -16,6 +18,17 @@ from pilito_pipeline.settings import Settings, get_settings
 from pilito_pipeline.store.db import connect, resolve_database_url
 from pilito_pipeline.store.migrate import migrate
 from pilito_pipeline.store.websites import Website
+
+
+def env_secret(name: str) -> Any:
+    """An `EnvVar` when the variable is set (Dagster resolves it at resource init and never logs
+    it), else empty."""
+    return dg.EnvVar(name) if os.environ.get(name) else ""
+
+
+def resolved(value: Any) -> str:
+    """A field's value outside Dagster, where `EnvVar` fields are not resolved for us."""
+    return (value.get_value() or "") if isinstance(value, dg.EnvVar) else value
 
 
 @cache

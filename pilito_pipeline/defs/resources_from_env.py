@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import dagster as dg
 
 from pilito_pipeline.defs.io_managers import KnowledgeIOManager, PageValuesIOManager
-from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource
+from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource, env_secret
 from pilito_pipeline.defs.retrieval_resource import RetrievalResource
 from pilito_pipeline.settings import Settings, get_settings
-
-
-def _secret(name: str) -> Any:
-    """An `EnvVar` when the variable is set (resolved at resource init, never logged), else empty."""
-    return dg.EnvVar(name) if os.environ.get(name) else ""
 
 
 def resources_from_settings(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     database = DatabaseResource(
-        database_url=_secret("DATABASE_URL"), embedding_dimension=settings.embedding_dimension
+        database_url=env_secret("DATABASE_URL"), embedding_dimension=settings.embedding_dimension
     )
     return {
         "database": database,
@@ -35,7 +28,7 @@ def resources_from_settings(settings: Settings | None = None) -> dict[str, Any]:
             model=settings.embedding_model,
             dimension=settings.embedding_dimension,
             batch_size=settings.embedding_batch_size,
-            openai_api_key=_secret("OPENAI_API_KEY"),
+            openai_api_key=env_secret("OPENAI_API_KEY"),
             openai_base_url=settings.openai_base_url,
             redis_url=settings.redis_url,
         ),

@@ -26,26 +26,15 @@ expose (e.g. `prometheus_client.start_http_server(9100, registry=rag.metrics.reg
 
 from __future__ import annotations
 
-import os
-from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from pilito_pipeline.defs.resources import env_secret, resolved
 from pilito_pipeline.retrieval import FeatureFlags, RagMetrics, RetrievalConfig, RetrievalResult, Retriever
 from pilito_pipeline.settings import Settings, get_settings
 
 _DEFAULTS = RetrievalConfig()
-
-
-def _secret(name: str) -> Any:
-    """An `EnvVar` when the variable is set (resolved at init, never logged), else empty."""
-    return dg.EnvVar(name) if os.environ.get(name) else ""
-
-
-def _resolved(value: str) -> str:
-    """Dagster resolves `EnvVar` fields when it initialises a resource; plain Python does it here."""
-    return value.get_value() or "" if isinstance(value, dg.EnvVar) else value
 
 
 class RetrievalResource(dg.ConfigurableResource):
@@ -78,12 +67,12 @@ class RetrievalResource(dg.ConfigurableResource):
         """Configured from the environment (`settings.py`); secrets as `dg.EnvVar`."""
         settings = settings or get_settings()
         return cls(
-            database_url=_secret("DATABASE_URL"),
+            database_url=env_secret("DATABASE_URL"),
             redis_url=settings.redis_url,
             embedding_provider=settings.embedding_provider,
             embedding_model=settings.embedding_model,
             embedding_dimension=settings.embedding_dimension,
-            openai_api_key=_secret("OPENAI_API_KEY"),
+            openai_api_key=env_secret("OPENAI_API_KEY"),
             openai_base_url=settings.openai_base_url,
             rerank_model=settings.rerank_model,
             persian_dense_weight=1.0 if settings.embedding_covers("fa") else 0.0,
@@ -100,9 +89,9 @@ class RetrievalResource(dg.ConfigurableResource):
     def get_retriever(self) -> Retriever:
         if self._retriever is None:
             settings = Settings(
-                database_url=_resolved(self.database_url), data_dir=get_settings().data_dir, redis_url=self.redis_url,
+                database_url=resolved(self.database_url), data_dir=get_settings().data_dir, redis_url=self.redis_url,
                 embedding_provider=self.embedding_provider, embedding_model=self.embedding_model,
-                embedding_dimension=self.embedding_dimension, openai_api_key=_resolved(self.openai_api_key),
+                embedding_dimension=self.embedding_dimension, openai_api_key=resolved(self.openai_api_key),
                 openai_base_url=self.openai_base_url, rerank_model=self.rerank_model,
             )
             config = RetrievalConfig(

@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-import psycopg
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
 from pilito_pipeline.retrieval.bm25 import bm25_search, tenant_chunk_count

@@ -28,15 +28,13 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
 from pilito_pipeline.retrieval.bm25 import bm25_search, tenant_chunk_count
 from pilito_pipeline.retrieval.chunks import fetch_chunks, fetch_parents
 from pilito_pipeline.retrieval.config import RetrievalConfig
-from pilito_pipeline.retrieval.dense import DensePlan, choose_plan, dense_search
+from pilito_pipeline.retrieval.dense import choose_plan, dense_search
 from pilito_pipeline.retrieval.flags import FeatureFlags
 from pilito_pipeline.retrieval.fusion import reciprocal_rank_fusion
 from pilito_pipeline.retrieval.metrics import RagMetrics
@@ -51,7 +49,7 @@ from pilito_pipeline.retrieval.packing import (
 from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
 from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, model_label, rerank_passage
 from pilito_pipeline.settings import Settings
-from pilito_pipeline.store.db import resolve_database_url
+from pilito_pipeline.store.db import open_pool, resolve_database_url
 
 log = logging.getLogger(__name__)
 
@@ -191,14 +189,8 @@ class Retriever:
     def pool(self) -> ConnectionPool:
         with self._pool_lock:
             if self._pool is None:
-                # Like store.db.open_pool, with bounded waits (a down database fails the call within
-                # `pool_timeout_seconds` instead of hanging the chat backend) and autocommit, so
-                # each stage's transaction is a real one and its SET LOCAL settings end with it.
-                self._pool = ConnectionPool(
-                    self.database_url, min_size=1, max_size=self._pool_size,
-                    kwargs={"row_factory": dict_row, "autocommit": True,
-                            "connect_timeout": max(1, round(self._pool_timeout_seconds))},
-                    configure=register_vector, timeout=self._pool_timeout_seconds, open=True,
+                self._pool = open_pool(
+                    self.database_url, max_size=self._pool_size, timeout_seconds=self._pool_timeout_seconds
                 )
             return self._pool
 

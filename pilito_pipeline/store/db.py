@@ -37,13 +37,16 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
             yield conn
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
-    """A connection pool for long-lived callers (the retrieval resource)."""
+def open_pool(url: str, *, max_size: int = 8, timeout_seconds: float = 5.0) -> ConnectionPool:
+    """A pool for long-lived callers (the retrieval resource): autocommit connections, so every
+    `with conn.transaction()` is a real transaction, and bounded waits, so a database that is down
+    fails a call within `timeout_seconds` instead of hanging the caller."""
     return ConnectionPool(
         url,
-        min_size=min_size,
+        min_size=1,
         max_size=max_size,
-        kwargs={"row_factory": dict_row},
+        kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(1, round(timeout_seconds))},
         configure=register_vector,
+        timeout=timeout_seconds,
         open=True,
     )
