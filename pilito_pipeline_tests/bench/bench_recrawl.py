@@ -24,8 +24,11 @@ import dagster as dg  # noqa: E402
 
 from pilito_pipeline.defs.io_managers import KnowledgeIOManager, PageValuesIOManager  # noqa: E402
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource  # noqa: E402
+from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri  # noqa: E402
-from pilito_pipeline_tests.defs.conftest import register, run_sensors_and_runs  # noqa: E402
+from pilito_pipeline.store.db import connect  # noqa: E402
+from pilito_pipeline.store.websites import register_website  # noqa: E402
+from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs  # noqa: E402
 
 WORDS_FA = "آموزش دوره زبان کلاس شهریه ثبت نام استاد ترم آزمون مدرک بورسیه کتاب ساعت تهران آنلاین".split()
 WORDS_EN = "course price teacher exam schedule online campus library workshop certificate".split()
@@ -34,7 +37,8 @@ WORDS_EN = "course price teacher exam schedule online campus library workshop ce
 def generate_site(root: Path, pages: int, seed: int = 7) -> None:
     rng = random.Random(seed)
     for i in range(pages):
-        links = "".join(f'<a href="/page{j}.html">page {j}</a> ' for j in (i + 1, i * 2 + 1, i * 3 + 2) if j < pages)
+        children = range(10 * i + 1, min(10 * i + 11, pages))  # a tree of fan-out 10: depth ≤ 3
+        links = "".join(f'<a href="/page{j}.html">page {j}</a> ' for j in children)
         paragraphs = "".join(
             "<p>" + " ".join(rng.choice(WORDS_FA + WORDS_EN) for _ in range(60)) + f" صفحه {i}.</p>"
             for _ in range(4)
@@ -72,6 +76,7 @@ def main() -> None:
         site_url = f"http://127.0.0.1:{server.server_port}/"
 
         database_url = os.environ.get("DATABASE_URL") or embedded_server_uri(tmp_path / "pg", "bench_recrawl")
+        migrate(database_url)
         database = DatabaseResource(database_url=database_url)
         resources = {
             "database": database,
@@ -84,7 +89,9 @@ def main() -> None:
             results = {}
             for label in ("first crawl", "re-crawl (unchanged)"):
                 CountingHandler.counts.clear()
-                register(database_url, "bench", site_url)
+                with connect(database_url) as conn:
+                    register_website(conn, "bench", site_url, max_pages=args.pages + 10)
+                    conn.commit()
                 started = time.perf_counter()
                 launched = run_sensors_and_runs(instance, resources)
                 seconds = time.perf_counter() - started
