@@ -36,18 +36,22 @@ class KnowledgeIOManager(dg.ConfigurableIOManager):
     """Writes a run's pages into `tenant_knowledge` in one transaction.
 
     Each page ends with exactly its current chunks (changed rows updated, unchanged rows untouched,
-    vanished chunk positions deleted) and is marked processed for the content hash it was built from,
-    atomically: a crash leaves the previous state, a rerun converges.
+    vanished chunk positions deleted) and is marked processed for the content hash it was built from
+    and embedding model, atomically: a crash leaves the previous state, a rerun converges.
     """
 
     database: dg.ResourceDependency[DatabaseResource]
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
         rows_by_source = {(pk.tenant_id, "website", key): pk.rows for key, pk in obj.items()}
+        by_model: dict[str, dict[str, str]] = {}
+        for key, pk in obj.items():
+            by_model.setdefault(pk.embedding_model, {})[key] = pk.content_hash
         with self.database.connect() as conn:
             with conn.transaction():
                 stats = upsert_sources(conn, rows_by_source)
-                mark_pages_processed(conn, {key: pk.content_hash for key, pk in obj.items()})
+                for model, processed in by_model.items():
+                    mark_pages_processed(conn, processed, model)
         context.add_output_metadata(
             {
                 "rows_inserted": stats.inserted,

@@ -32,6 +32,7 @@ class PageKnowledge:
 
     tenant_id: str
     content_hash: str
+    embedding_model: str
     rows: list[KnowledgeRow]
 
 
@@ -94,10 +95,12 @@ def chunk_embeddings(
     When the provider's circuit is open this fails fast and the retry policy backs off.
     """
     started = time.perf_counter()
+    provider = embedder.get_provider()
     knowledge = {
         key: PageKnowledge(
             pc.page.tenant_id,
             pc.page.content_hash,
+            provider.model_name,
             knowledge_rows(
                 pc.page.tenant_id, "website", key, pc.page.url, pc.chunks,
                 {"url": pc.page.url, "website_id": pc.page.website_id},
@@ -107,14 +110,14 @@ def chunk_embeddings(
     }
     all_rows = [row for pk in knowledge.values() for row in pk.rows]
     with database.connect() as conn:
-        counts = embed_rows(all_rows, embedder.get_provider(), reuse_from=conn)
+        counts = embed_rows(all_rows, provider, reuse_from=conn)
     context.add_output_metadata(
         {
             "pages": len(knowledge),
             "chunks": len(all_rows),
             "embeddings_computed": counts.embedded,
             "embeddings_reused": counts.reused,
-            "model": embedder.get_provider().model_name,
+            "model": provider.model_name,
             "seconds": round(time.perf_counter() - started, 3),
         }
     )

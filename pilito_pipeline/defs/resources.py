@@ -13,7 +13,7 @@ import psycopg
 from pydantic import PrivateAttr
 
 from pilito_pipeline.crawl import CrawlConfig
-from pilito_pipeline.embed import EmbeddingProvider, build_provider
+from pilito_pipeline.embed import EmbeddingProvider, build_provider, configured_model_name
 from pilito_pipeline.settings import Settings, get_settings
 from pilito_pipeline.store.db import connect, resolve_database_url
 from pilito_pipeline.store.migrate import migrate
@@ -104,6 +104,11 @@ class EmbeddingResource(dg.ConfigurableResource):
             openai_base_url=self.openai_base_url,
             redis_url=self.redis_url,
         )
+
+    @property
+    def model_name(self) -> str:
+        """The name stored with every embedding, known without loading the model."""
+        return configured_model_name(self.to_settings())
 
     def get_provider(self) -> EmbeddingProvider:
         if self._provider is None:

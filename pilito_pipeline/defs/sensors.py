@@ -16,7 +16,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
 from pilito_pipeline.defs.partitions import TENANT_TAG, pages_partitions, websites_partitions
-from pilito_pipeline.defs.resources import DatabaseResource
+from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.store.pages import PendingPage, pending_pages
 from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting_crawl
 
@@ -55,6 +55,7 @@ def website_crawl_sensor(context: dg.SensorEvaluationContext, database: Database
 class PageRange:
     tenant_id: str
     pages: tuple[PendingPage, ...]
+    embedding_model: str = ""
 
     @property
     def first_key(self) -> str:
@@ -65,15 +66,18 @@ class PageRange:
         return self.pages[-1].partition_key
 
     def run_key(self, window: int) -> str:
-        """Same pages with the same text in the same window → same key → launched once."""
-        digest = hashlib.sha256()
+        """Same pages, text and model in the same window → same key → launched once."""
+        digest = hashlib.sha256(self.embedding_model.encode())
         for page in self.pages:
             digest.update(f"{page.partition_key}={page.content_hash};".encode())
         return f"pages:{self.first_key}:{self.last_key}:{digest.hexdigest()[:16]}:{window}"
 
 
 def page_ranges(
-    pending: Sequence[PendingPage], partition_order: Sequence[str], max_pages: int = MAX_PAGES_PER_RUN
+    pending: Sequence[PendingPage],
+    partition_order: Sequence[str],
+    max_pages: int = MAX_PAGES_PER_RUN,
+    embedding_model: str = "",
 ) -> Iterator[PageRange]:
     """Split pending pages into runs of consecutive partition keys, one tenant per run.
 
@@ -85,25 +89,28 @@ def page_ranges(
     for key in partition_order:
         page = by_key.get(key)
         if current and (page is None or page.tenant_id != current[0].tenant_id or len(current) >= max_pages):
-            yield PageRange(current[0].tenant_id, tuple(current))
+            yield PageRange(current[0].tenant_id, tuple(current), embedding_model)
             current = []
         if page is not None:
             current.append(page)
     if current:
-        yield PageRange(current[0].tenant_id, tuple(current))
+        yield PageRange(current[0].tenant_id, tuple(current), embedding_model)
 
 
 @dg.sensor(
     asset_selection=[page_content, page_chunks, chunk_embeddings],
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launch chunk+embedding runs over contiguous ranges of pages whose text changed.",
+    description="Launch chunk+embedding runs over contiguous ranges of pages whose text or embedding model changed.",
 )
-def pending_pages_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
+def pending_pages_sensor(
+    context: dg.SensorEvaluationContext, database: DatabaseResource, embedder: EmbeddingResource
+) -> dg.SensorResult:
+    model = embedder.model_name
     with database.connect() as conn:
-        pending = pending_pages(conn)
+        pending = pending_pages(conn, model)
     if not pending:
-        return dg.SensorResult(skip_reason="no page has new text")
+        return dg.SensorResult(skip_reason="no page has new text or a stale embedding model")
     order = context.instance.get_dynamic_partitions(pages_partitions.name)
     window = int(time.time() // RETRY_WINDOW_SECONDS)
     return dg.SensorResult(
@@ -116,6 +123,6 @@ def pending_pages_sensor(context: dg.SensorEvaluationContext, database: Database
                     TENANT_TAG: page_range.tenant_id,
                 },
             )
-            for page_range in page_ranges(pending, order)
+            for page_range in page_ranges(pending, order, embedding_model=model)
         ]
     )

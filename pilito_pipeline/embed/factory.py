@@ -5,11 +5,18 @@ from __future__ import annotations
 import psycopg
 
 from pilito_pipeline.embed.breaker import provider_breaker
-from pilito_pipeline.embed.local import PACKAGED_MODEL_ALIASES, LocalProvider
+from pilito_pipeline.embed.local import PACKAGED_MODEL_ALIASES, PACKAGED_MODEL_NAME, LocalProvider
 from pilito_pipeline.embed.openai_provider import OpenAIProvider
 from pilito_pipeline.embed.provider import EmbeddingProvider
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.store.migrate import SchemaMismatch, check_embedding_dimension
+
+
+def configured_model_name(settings: Settings) -> str:
+    """The `embedding_model` value rows get from the configured provider, without loading it."""
+    if settings.embedding_provider.lower() == "local" and settings.embedding_model in PACKAGED_MODEL_ALIASES:
+        return PACKAGED_MODEL_NAME
+    return settings.embedding_model
 
 
 def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> EmbeddingProvider:

@@ -141,7 +141,7 @@ def retire_gone_pages(
         """
         UPDATE pages SET status = 'gone',
                failure_reason = COALESCE(failure_reason, 'no longer reachable from the site'),
-               document = NULL, content_hash = NULL, processed_hash = NULL,
+               document = NULL, content_hash = NULL, processed_hash = NULL, processed_model = NULL,
                partition_registered = false, updated_at = now()
         WHERE website_id = %s
           AND (status = 'gone' OR (%s AND last_seen_at < %s))
@@ -153,18 +153,18 @@ def retire_gone_pages(
     return [r["partition_key"] for r in rows]
 
 
-def pending_pages(conn: psycopg.Connection, limit: int = 5000) -> list[PendingPage]:
-    """Registered pages whose current document has no chunks yet, oldest first."""
+def pending_pages(conn: psycopg.Connection, embedding_model: str, limit: int = 5000) -> list[PendingPage]:
+    """Registered pages whose stored chunks are not of their current text and model, oldest first."""
     rows = conn.execute(
         """
         SELECT partition_key, tenant_id, website_id, url, content_hash, document
         FROM pages
         WHERE status IN ('fetched', 'not_modified') AND partition_registered
-          AND content_hash IS DISTINCT FROM processed_hash
+          AND (content_hash IS DISTINCT FROM processed_hash OR processed_model IS DISTINCT FROM %s)
         ORDER BY id
         LIMIT %s
         """,
-        (limit,),
+        (embedding_model, limit),
     ).fetchall()
     return [PendingPage(**r) for r in rows]
 
@@ -181,15 +181,15 @@ def load_pages(conn: psycopg.Connection, partition_keys: list[str]) -> dict[str,
     return {r["partition_key"]: PendingPage(**r) for r in rows}
 
 
-def mark_pages_processed(conn: psycopg.Connection, processed: dict[str, str]) -> None:
-    """Record which content hash each page's stored chunks were made from."""
+def mark_pages_processed(conn: psycopg.Connection, processed: dict[str, str], embedding_model: str) -> None:
+    """Record which content hash and embedding model each page's stored chunks were made from."""
     conn.execute(
         """
-        UPDATE pages SET processed_hash = v.hash, updated_at = now()
+        UPDATE pages SET processed_hash = v.hash, processed_model = %s, updated_at = now()
         FROM unnest(%s::text[], %s::text[]) AS v(key, hash)
         WHERE pages.partition_key = v.key
         """,
-        (list(processed), list(processed.values())),
+        (embedding_model, list(processed), list(processed.values())),
     )
 
 

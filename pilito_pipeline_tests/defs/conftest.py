@@ -63,7 +63,9 @@ def run_sensors_and_runs(instance: dg.DagsterInstance, resources: dict[str, Any]
         assert outcome.success
         launched["crawl_runs"] += 1
 
-    context = dg.build_sensor_context(instance=instance, resources={"database": resources["database"]})
+    context = dg.build_sensor_context(
+        instance=instance, resources={"database": resources["database"], "embedder": resources["embedder"]}
+    )
     result = pending_pages_sensor(context)
     for request in result.run_requests or []:
         assert TENANT_TAG in request.tags

@@ -33,3 +33,9 @@ def test_run_key_changes_with_page_text_and_retry_window() -> None:
     assert first.run_key(1) == first.run_key(1)
     assert first.run_key(1) != changed.run_key(1)
     assert first.run_key(1) != first.run_key(2)
+
+
+def test_run_key_changes_with_the_embedding_model() -> None:
+    (old,) = page_ranges([pending("p1", "a")], ["p1"], embedding_model="model-a")
+    (new,) = page_ranges([pending("p1", "a")], ["p1"], embedding_model="model-b")
+    assert old.run_key(1) != new.run_key(1)
