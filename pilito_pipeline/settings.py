@@ -1,8 +1,8 @@
 """Every environment setting of the pipeline, read once, in one place.
 
 Unset variables fall back to zero-setup defaults: an embedded PostgreSQL under
-`.pilito/pgdata`, the packaged MiniLM embedding model, no cross-encoder, Redis on
-127.0.0.1 if it answers (in-process state otherwise).
+`.pilito/pgdata`, the packaged MiniLM embedding model, no cross-encoder, and no Redis (circuit
+breaker state in-process, feature flags at their defaults).
 """
 
 from __future__ import annotations

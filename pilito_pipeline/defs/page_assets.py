@@ -13,7 +13,7 @@ import dagster as dg
 
 from pilito_pipeline.defs.partitions import pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.embed import embed_rows
+from pilito_pipeline.embed import EmbeddingRequestError, embed_rows
 from pilito_pipeline.ingest import knowledge_rows
 from pilito_pipeline.store.knowledge import KnowledgeRow
 from pilito_pipeline.store.pages import PendingPage, load_pages
@@ -92,7 +92,8 @@ def chunk_embeddings(
     """Embeddings of every chunk (TL;DR and full text) of the run's pages, in shared batches.
 
     Chunks whose text and model are unchanged reuse their stored embeddings: no provider call.
-    When the provider's circuit is open this fails fast and the retry policy backs off.
+    When the provider is unavailable (or its circuit open) this fails fast and the retry policy
+    backs off; a refused request (bad key, bad input) fails without retries.
     """
     started = time.perf_counter()
     provider = embedder.get_provider()
@@ -110,7 +111,10 @@ def chunk_embeddings(
     }
     all_rows = [row for pk in knowledge.values() for row in pk.rows]
     with database.connect() as conn:
-        counts = embed_rows(all_rows, provider, reuse_from=conn)
+        try:
+            counts = embed_rows(all_rows, provider, reuse_from=conn)
+        except EmbeddingRequestError as exc:  # a bad key or input: retrying cannot help
+            raise dg.Failure(description=f"embedding request refused: {exc}", allow_retries=False) from exc
     context.add_output_metadata(
         {
             "pages": len(knowledge),
