@@ -6,7 +6,7 @@ export LC_ALL := C.UTF-8
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench-crawl bench-text bench-upsert bench-retrieval clean
+.PHONY: demo test bench-crawl bench-text bench-upsert bench-retrieval bench-recrawl clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench-crawl bench-text bench-upsert bench-retrieval: $(BIN)/.installed
+bench-crawl bench-text bench-upsert bench-retrieval bench-recrawl: $(BIN)/.installed
 	$(BIN)/python -m pilito_pipeline_tests.bench.$(subst -,_,$@)
 
 clean:
