@@ -95,12 +95,12 @@ def print_answer(result: dict, limit: int = 3) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     from pilito_pipeline.retrieval import Retriever
 
-    retriever = Retriever.from_settings(get_settings())
-    result = retriever.retrieve_context(
-        args.question, args.tenant, primary_source=args.primary_source,
-        secondary_sources=args.secondary, primary_budget=args.primary_budget,
-        secondary_budget=args.secondary_budget,
-    ).to_dict()
+    with Retriever.from_settings(get_settings()) as retriever:
+        result = retriever.retrieve_context(
+            args.question, args.tenant, primary_source=args.primary_source,
+            secondary_sources=args.secondary, primary_budget=args.primary_budget,
+            secondary_budget=args.secondary_budget,
+        ).to_dict()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("LC_ALL", "C.UTF-8")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    get_settings.cache_clear()  # a command reads the environment as it is when it starts
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -95,10 +95,10 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
         _wait_for(pages_done, 600, "the chunk/embedding runs", report)
         print(f"\npipeline done in {time.monotonic() - started:.0f}s (since start of the demo command)")
 
-        retriever = Retriever.from_settings(settings)
-        for question in QUESTIONS:
-            print(f"\nQ: {question}")
-            print_answer(retriever.retrieve_context(question, DEMO_TENANT).to_dict())
+        with Retriever.from_settings(settings) as retriever:
+            for question in QUESTIONS:
+                print(f"\nQ: {question}")
+                print_answer(retriever.retrieve_context(question, DEMO_TENANT).to_dict())
 
         if keep_running:
             print(f"\nDagster UI: {dagster.url}  (Ctrl-C stops everything)")

@@ -9,6 +9,12 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from pilito_pipeline.defs.checks import (
+    embeddings_match_model,
+    no_duplicate_chunks,
+    no_orphan_chunks,
+    processed_pages_have_chunks,
+)
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.io_managers import KnowledgeIOManager, PageValuesIOManager
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
@@ -20,6 +26,7 @@ from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import register_website
 
 PAGE_ASSETS = [page_content, page_chunks, chunk_embeddings]
+KNOWLEDGE_CHECKS = [no_duplicate_chunks, no_orphan_chunks, embeddings_match_model, processed_pages_have_chunks]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +76,12 @@ def run_sensors_and_runs(instance: dg.DagsterInstance, resources: dict[str, Any]
     result = pending_pages_sensor(context)
     for request in result.run_requests or []:
         assert TENANT_TAG in request.tags
-        outcome = dg.materialize(PAGE_ASSETS, instance=instance, resources=resources, tags=request.tags)
+        outcome = dg.materialize(
+            [*PAGE_ASSETS, *KNOWLEDGE_CHECKS], instance=instance, resources=resources, tags=request.tags
+        )
         assert outcome.success
+        checks = outcome.get_asset_check_evaluations()
+        assert len(checks) == len(KNOWLEDGE_CHECKS) and all(check.passed for check in checks), checks
         launched["page_runs"] += 1
         materialization = outcome.asset_materializations_for_node("chunk_embeddings")[0]  # one per page, same run metadata
         for name in ("embeddings_computed", "embeddings_reused"):

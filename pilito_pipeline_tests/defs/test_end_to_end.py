@@ -34,8 +34,8 @@ def test_website_to_retrievable_chunks_and_rerun_changes_nothing(
     first = table_counts(database_url)
     assert first["chunks"] >= len(pages) and first["embedded"] > 0
 
-    retriever = Retriever.from_settings(Settings(database_url=database_url))
-    result = retriever.retrieve_context("Do you offer scholarships for students?", "acme").to_dict()
+    with Retriever.from_settings(Settings(database_url=database_url)) as retriever:
+        result = retriever.retrieve_context("Do you offer scholarships for students?", "acme").to_dict()
     assert "scholarship" in result["primary_context"][0]["url"]
 
     # The same website requested again: crawled again, but nothing changed, so no page run.
@@ -59,8 +59,8 @@ def test_retrieval_never_crosses_tenants(
 ) -> None:
     register(database_url, "tenant-a", demo_site)
     run_sensors_and_runs(instance, resources)
-    retriever = Retriever.from_settings(Settings(database_url=database_url))
-    own = retriever.retrieve_context("scholarship", "tenant-a").to_dict()
+    with Retriever.from_settings(Settings(database_url=database_url)) as retriever:
+        own = retriever.retrieve_context("scholarship", "tenant-a").to_dict()
+        other = retriever.retrieve_context("scholarship", "tenant-b").to_dict()
     assert own["total_chunks"] > 0
-    other = retriever.retrieve_context("scholarship", "tenant-b").to_dict()
     assert other["total_chunks"] == 0
