@@ -1,13 +1,17 @@
 """Tenant-filtered vector search over full-text and TL;DR embeddings, with an explicit plan.
 
-`exact`: brute force over the tenant's rows (via the (tenant_id, chunk_type) index); the ORDER BY
-expression is written so the HNSW index cannot serve it. Perfect recall; cost grows with the tenant.
-`hnsw`: the shared HNSW indexes with the tenant filter and pgvector's iterative scans
-(`hnsw.iterative_scan = relaxed_order`), so a filter that rejects most of the graph still returns
-`limit` rows; other plans are switched off for the statement so the planner cannot pick a sort.
-The caller chooses the plan by tenant size (`RetrievalConfig.exact_search_max_chunks`), a threshold
-set from measured recall and latency (see pilito_pipeline_tests/bench/bench_retrieval.py).
-A chunk's similarity is the better of its full-text and TL;DR similarities.
+`exact`: brute force over the tenant's rows, read through the (tenant_id, chunk_type) btree; the
+ORDER BY expression is written so no HNSW index can serve it. Perfect recall; cost grows with the
+tenant (measured ~linear; see pilito_pipeline_tests/bench/bench_retrieval.py).
+`hnsw`: the tenant's own partial HNSW indexes (store/ann_indexes.py: `WHERE tenant_id = '<tenant>'
+AND NOT is_parent`), which the planner matches because the query carries the same predicate and is
+planned with the actual tenant id (never a generic prepared plan). The graph holds only this
+tenant's chunks, so recall is that of unfiltered HNSW; iterative scans
+(`hnsw.iterative_scan = relaxed_order`) still return `limit` rows when the chunk-type filter rejects
+some, and other plans are switched off for the statement. A tenant without a valid partial index
+gets the same answer by an exact scan (the planner has nothing else), only slower.
+`tenant_dense_plan` picks the plan from the registry of built indexes. A chunk's similarity is the
+better of its full-text and TL;DR similarities.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 import psycopg
 from pgvector import HalfVector
 from psycopg.rows import tuple_row
+
+from pilito_pipeline.store.ann_indexes import tenant_ann_index_ready
 
 DensePlan = Literal["exact", "hnsw"]
 
@@ -47,7 +53,14 @@ def _search_sql(plan: DensePlan) -> str:
 _SQL = {"exact": _search_sql("exact"), "hnsw": _search_sql("hnsw")}
 
 
+def tenant_dense_plan(conn: psycopg.Connection, tenant_id: str) -> DensePlan:
+    """`hnsw` when the tenant's partial HNSW indexes are registered and valid, else `exact`."""
+    return "hnsw" if tenant_ann_index_ready(conn, tenant_id) else "exact"
+
+
 def choose_plan(tenant_chunks: int, exact_search_max_chunks: int) -> DensePlan:
+    """The plan by size alone (superseded by `tenant_dense_plan`, which knows whether the tenant's
+    index exists; kept while callers move over: `hnsw` without an index still answers exactly)."""
     return "exact" if tenant_chunks <= exact_search_max_chunks else "hnsw"
 
 
@@ -69,7 +82,8 @@ def dense_search(
         return []
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         _set_plan(cur, plan, max(int(ef_search), int(limit)))
-        cur.execute(_SQL[plan], _params(tenant_id, chunk_types, vector, limit))
+        # prepare=False: planned with the actual tenant id, so the partial index predicate matches.
+        cur.execute(_SQL[plan], _params(tenant_id, chunk_types, vector, limit), prepare=False)
         return [(int(chunk_id), float(similarity)) for chunk_id, similarity in cur.fetchall()]
 
 
@@ -78,7 +92,8 @@ def explain_dense(conn: psycopg.Connection, tenant_id: str, chunk_types: Sequenc
     """The plan PostgreSQL runs for `dense_search` (EXPLAIN text), to check which index it uses."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         _set_plan(cur, plan, max(int(ef_search), int(limit)))
-        rows = cur.execute("EXPLAIN " + _SQL[plan], _params(tenant_id, chunk_types, vector, limit)).fetchall()
+        rows = cur.execute("EXPLAIN " + _SQL[plan], _params(tenant_id, chunk_types, vector, limit),
+                           prepare=False).fetchall()
     return "\n".join(row[0] for row in rows)
 
 
