@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from pilito_pipeline.defs.resources import DatabaseResource
+from pilito_pipeline.store.ann_indexes import DEFAULT_MIN_CHUNKS, ensure_tenant_ann_index
 from pilito_pipeline.store.asset_values import load_values, save_values
 from pilito_pipeline.store.knowledge import KnowledgeRow, load_sources, upsert_sources
 from pilito_pipeline.store.pages import mark_pages_processed, page_tenants
@@ -41,9 +42,12 @@ class KnowledgeIOManager(dg.ConfigurableIOManager):
     """
 
     database: dg.ResourceDependency[DatabaseResource]
+    ann_index_min_chunks: int = DEFAULT_MIN_CHUNKS
+    """Searchable chunks from which a tenant gets its own HNSW indexes (below: exact search)."""
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
         rows_by_source = {(pk.tenant_id, "website", key): pk.rows for key, pk in obj.items()}
+        tenants = sorted({pk.tenant_id for pk in obj.values()})
         by_model: dict[str, dict[str, str]] = {}
         for key, pk in obj.items():
             by_model.setdefault(pk.embedding_model, {})[key] = pk.content_hash
@@ -52,8 +56,15 @@ class KnowledgeIOManager(dg.ConfigurableIOManager):
                 stats = upsert_sources(conn, rows_by_source)
                 for model, processed in by_model.items():
                     mark_pages_processed(conn, processed, model)
+        # A tenant that grew past the exact-search size gets its own ANN indexes (built
+        # concurrently, outside the write transaction); small tenants never pay HNSW upkeep.
+        ann_indexes = {
+            tenant: ensure_tenant_ann_index(self.database.url, tenant, min_chunks=self.ann_index_min_chunks)
+            for tenant in tenants
+        }
         context.add_output_metadata(
             {
+                "ann_indexes": ", ".join(f"{t}: {name or 'exact search'}" for t, name in ann_indexes.items()),
                 "rows_inserted": stats.inserted,
                 "rows_updated": stats.updated,
                 "rows_unchanged": stats.unchanged,
