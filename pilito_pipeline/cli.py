@@ -120,7 +120,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pilito_pipeline.demo_run import run_demo
 
-    return run_demo(port=args.port, site_port=args.site_port, keep_running=not args.exit_after_answers)
+    try:
+        return run_demo(port=args.port, site_port=args.site_port, keep_running=not args.exit_after_answers)
+    except KeyboardInterrupt:  # interrupted before the UI was up; everything is already stopped
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

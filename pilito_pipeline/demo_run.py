@@ -3,7 +3,7 @@
 Starts the embedded PostgreSQL (data under `.pilito/`, reused next time), serves the bundled sample
 site on 127.0.0.1, starts Dagster (webserver + daemon), registers the site for tenant `demo`, waits
 while the sensors crawl it and chunk/embed its pages, asks two questions, and keeps the UI up until
-Ctrl-C, which stops everything it started.
+Ctrl-C (or SIGTERM), which stops everything it started, the embedded database included.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str, on_tick:
         time.sleep(2)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True) -> int:
+    # Ctrl-C and SIGTERM both stop everything, even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("CRAWL_ALLOWED_HOSTS", "127.0.0.1")
     os.environ.setdefault("CRAWL_RATE_LIMIT_SECONDS", "0.05")
     settings = settings_from_env()
@@ -39,6 +46,7 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
     from pilito_pipeline.retrieval import Retriever
     from pilito_pipeline.store.db import connect, resolve_database_url
     from pilito_pipeline.store.migrate import migrate
+    from pilito_pipeline.store.server import stop_embedded_server
     from pilito_pipeline.store.websites import register_website
 
     started = time.monotonic()
@@ -82,6 +90,8 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
                 ).fetchone()
             return row["pending"] == 0 and row["done"] > 0
 
+        last_report: list[str] = []
+
         def report() -> None:
             with connect(url) as conn:
                 row = conn.execute(
@@ -89,13 +99,17 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
                     " (SELECT count(*) FROM tenant_knowledge WHERE tenant_id = %(t)s) AS chunks",
                     {"w": website.id, "t": DEMO_TENANT},
                 ).fetchone()
-            print(f"  crawl progress {row['progress']}, chunks stored {row['chunks']}", end="\r", flush=True)
+            line = f"  crawl {row['progress'] or 'queued'}; chunks stored: {row['chunks']}"
+            if line not in last_report:
+                print(line, flush=True)
+                last_report.append(line)
 
         _wait_for(crawl_done, 600, "the crawl run", report)
         _wait_for(pages_done, 600, "the chunk/embedding runs", report)
-        print(f"\npipeline done in {time.monotonic() - started:.0f}s (since start of the demo command)")
+        print(f"pipeline done in {time.monotonic() - started:.0f}s (since start of the demo command)")
 
         with Retriever.from_settings(settings) as retriever:
+            retriever.warm_up()  # load the query embedder now, so latencies below are per question
             for question in QUESTIONS:
                 print(f"\nQ: {question}")
                 print_answer(retriever.retrieve_context(question, DEMO_TENANT).to_dict())
@@ -107,7 +121,9 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
             except KeyboardInterrupt:
                 pass
     finally:
-        print("\nstopping Dagster and the sample site...")
+        print("\nstopping Dagster, the sample site and the embedded database...")
         dagster.stop()
         site.shutdown()
+        if settings.uses_embedded_postgres:
+            stop_embedded_server(settings.data_dir)
     return 0

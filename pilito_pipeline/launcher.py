@@ -1,7 +1,8 @@
 """Start Dagster (webserver + daemon) on the pipeline's database, and stop it cleanly.
 
-`dagster dev` launched from another process inherits ignored signals and then ignores SIGTERM,
-so the child resets them before exec and gets its own process group, which is what we stop.
+`dagster dev` launched from another process inherits ignored signals and does not stop on
+SIGTERM, so the child resets them before exec, gets its own process group, and is stopped with
+SIGINT, as Ctrl-C in a terminal would.
 """
 
 from __future__ import annotations
@@ -43,14 +44,19 @@ class DagsterProcess:
         raise TimeoutError(f"Dagster UI not up after {timeout:.0f}s; see {self.log_path}")
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        """Interrupt the process group as Ctrl-C would (dagster dev then shuts its webserver and
+        daemon down); kill whatever is left after `timeout`."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
         try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        except ProcessLookupError:
+            pass
+        self.process.wait()
 
 
 def ensure_dagster_database(pipeline_url: str) -> str:

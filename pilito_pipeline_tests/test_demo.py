@@ -37,3 +37,20 @@ def test_demo_command_runs_the_pipeline_through_dagster(tmp_path: Path) -> None:
     assert len(answers) == 2
     assert "ielts" in answers[0].lower()
     assert "scholarship" in answers[1].lower()
+    assert leftover_processes(tmp_path / "data") == []
+
+
+def leftover_processes(data_dir: Path) -> list[str]:
+    """Processes still running for this demo: Dagster's (by DAGSTER_HOME) or the database's."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            environ = process.environ()
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if environ.get("DAGSTER_HOME", "").startswith(str(data_dir)) or str(data_dir / "pgdata") in cmdline:
+            found.append(cmdline)
+    return found

