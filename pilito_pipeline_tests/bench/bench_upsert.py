@@ -1,7 +1,12 @@
 """Benchmark of knowledge writes: per-row INSERT vs executemany vs upsert_sources, re-runs,
 halfvec vs vector, HNSW recall@20, and local embedding throughput.
 
-    python -m pilito_pipeline_tests.bench.bench_upsert [--chunks 50000] [--per-row 2000]
+    python -m pilito_pipeline_tests.bench.bench_upsert [--chunks 50000] [--per-row 2000] [--writes-only]
+
+Writes run in the production layout (all migrations: no shared HNSW index; a tenant gets its own
+partial HNSW indexes from `exact_search_max_chunks` chunks, store/ann_indexes.py), twice:
+small tenants (20 tenants, none indexed: writes pay no HNSW maintenance) and one big tenant that
+already has its own partial indexes (every row it writes is inserted into its HNSW graphs).
 
 Starts its own embedded PostgreSQL in a temporary folder unless DATABASE_URL is set (then it
 creates and drops scratch databases there). Every ratio is against a baseline measured in the
@@ -30,6 +35,7 @@ import psycopg  # noqa: E402
 from pgvector import HalfVector, Vector  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
+from pilito_pipeline.store.ann_indexes import ensure_tenant_ann_index  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.store.knowledge import KnowledgeRow, SourceKey, text_digest, upsert_sources  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
@@ -120,7 +126,7 @@ def server_root() -> Iterator[str]:
 
 
 @contextmanager
-def scratch_database(root: str, *, hnsw: bool = True) -> Iterator[str]:
+def scratch_database(root: str) -> Iterator[str]:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(root, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -128,9 +134,6 @@ def scratch_database(root: str, *, hnsw: bool = True) -> Iterator[str]:
     url = f"{head.rsplit('/', 1)[0]}/{name}{sep}{query}"
     try:
         migrate(url, embedding_dimension=DIMENSION)
-        if not hnsw:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("DROP INDEX tenant_knowledge_full_hnsw, tenant_knowledge_tldr_hnsw")
         yield url
     finally:
         with psycopg.connect(root, autocommit=True) as conn:
@@ -147,7 +150,9 @@ def wal_bytes_and_table_state(conn: psycopg.Connection) -> tuple[int, str, int]:
     row = conn.execute(
         "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn AS wal,"
         " (SELECT md5(string_agg(xmin::text, ',' ORDER BY id)) FROM tenant_knowledge) AS xmins,"
-        " pg_relation_size('tenant_knowledge_full_hnsw') + pg_relation_size('tenant_knowledge_tldr_hnsw') AS hnsw"
+        " (SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0) FROM pg_index i"
+        "   JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam"
+        "  WHERE i.indrelid = 'tenant_knowledge'::regclass AND a.amname = 'hnsw') AS hnsw"
     ).fetchone()
     return int(row["wal"]), row["xmins"], int(row["hnsw"])
 
@@ -168,35 +173,51 @@ def insert_executemany(url: str, rows: Sequence[KnowledgeRow]) -> None:
 
 
 def write_benchmark(root: str, chunks: int, per_row: int) -> None:
-    print(f"\n== Writes: {chunks:,} chunks, {DIMENSION}-d, both embedding columns ==")
-    data = make_knowledge(chunks, ClusteredVectors())
-    rows = all_rows(data)
-    results: dict[str, float] = {}
-
-    for hnsw in (False, True):
-        label = "HNSW indexes present (production)" if hnsw else "no HNSW indexes (method overhead only)"
+    print(f"\n== Writes: {chunks:,} chunks, {DIMENSION}-d, both embedding columns, production layout ==")
+    scenarios = (
+        ("20 small tenants, no HNSW index (tenants below the per-tenant index threshold)", 20, False),
+        ("1 big tenant with its own partial HNSW indexes (full + TL;DR)", 1, True),
+    )
+    for label, tenants, indexed in scenarios:
         print(f"-- {label}")
-        subset = rows[: per_row if hnsw else min(chunks, per_row * 5)]
-        with scratch_database(root, hnsw=hnsw) as url:
-            seconds, _ = timed(lambda: insert_per_row(url, subset))
+        data = make_knowledge(chunks, ClusteredVectors(), tenants=tenants)
+        rows = all_rows(data)
+        subset = rows[: per_row if indexed else min(chunks, per_row * 5)]
+        with scratch_database(root) as url:
+            if indexed:
+                build_tenant_index(url, rows[0].tenant_id)
+            seconds, _ = timed(lambda s=subset: insert_per_row(url, s))
             rate_a = len(subset) / seconds
             print(f"(a) one INSERT per row     {rate_a:>9,.0f} rows/s  (first {len(subset):,} rows, extrapolated)")
-            with connect(url, autocommit=True) as conn:
-                conn.execute("TRUNCATE tenant_knowledge")
+            truncate(url, indexed)
             seconds, _ = timed(lambda: insert_executemany(url, rows))
             rate_b = len(rows) / seconds
             print(f"(b) executemany, one txn   {rate_b:>9,.0f} rows/s  ({seconds:.1f} s)")
-            with connect(url, autocommit=True) as conn:
-                conn.execute("TRUNCATE tenant_knowledge")
+            truncate(url, indexed)
             with connect(url) as conn:
-                seconds, stats = timed(lambda: upsert_sources(conn, data))
+                seconds, stats = timed(lambda d=data: upsert_sources(conn, d))
             rate_c = len(rows) / seconds
             print(f"(c) upsert_sources         {rate_c:>9,.0f} rows/s  ({seconds:.1f} s, {stats})")
             print(f"    (c)/(a) = {rate_c / rate_a:.1f}x   (c)/(b) = {rate_c / rate_b:.2f}x")
-            results[f"c_{hnsw}"] = seconds
-            if not hnsw:
-                continue
             rewrite_benchmark(url, data, first_write_seconds=seconds)
+
+
+def build_tenant_index(url: str, tenant: str) -> None:
+    """Give `tenant` its partial HNSW indexes before the writes (threshold 1: one seed row)."""
+    seed = make_knowledge(1, ClusteredVectors(seed=99), tenants=1)
+    with connect(url) as conn:
+        upsert_sources(conn, {(tenant, "website", "seed"): [
+            KnowledgeRow(**{**vars(row), "tenant_id": tenant, "source_id": "seed"}) for row in all_rows(seed)]})
+    assert ensure_tenant_ann_index(url, tenant, min_chunks=1) is not None
+
+
+def truncate(url: str, indexed: bool) -> None:
+    """Empty the table between methods; the tenant's partial indexes stay (empty) and registered."""
+    with connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE tenant_knowledge, bm25_postings, bm25_tenant_stats")
+        if indexed:
+            state = conn.execute("SELECT count(*) AS n FROM tenant_ann_indexes").fetchone()
+            assert state["n"] == 1
 
 
 def rewrite_benchmark(url: str, data: dict[SourceKey, list[KnowledgeRow]], first_write_seconds: float) -> None:
@@ -346,15 +367,17 @@ def main() -> None:
     parser.add_argument("--per-row", type=int, default=2_000, help="rows for (a) with HNSW (x5 without)")
     parser.add_argument("--recall-corpus", type=int, default=3_000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--writes-only", action="store_true", help="skip the recall and embedding sections")
     args = parser.parse_args()
     from pilito_pipeline.embed import LocalProvider
 
     started = time.perf_counter()
     with server_root() as root:
         write_benchmark(root, args.chunks, args.per_row)
-        provider = LocalProvider("all-MiniLM-L6-v2", batch_size=128)
-        recall_benchmark(root, provider, args.recall_corpus, args.queries)
-        embedding_benchmark(provider)
+        if not args.writes_only:
+            provider = LocalProvider("all-MiniLM-L6-v2", batch_size=128)
+            recall_benchmark(root, provider, args.recall_corpus, args.queries)
+            embedding_benchmark(provider)
     print(f"\nbenchmark took {time.perf_counter() - started:.0f} s")
 
 
