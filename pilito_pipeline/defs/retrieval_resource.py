@@ -58,7 +58,6 @@ class RetrievalResource(dg.ConfigurableResource):
     rerank_top_k: int = _DEFAULTS.rerank_top_k
     rrf_k: int = _DEFAULTS.rrf_k
     persian_dense_weight: float = _DEFAULTS.persian_dense_weight
-    exact_search_max_chunks: int = _DEFAULTS.exact_search_max_chunks
 
     _retriever: Retriever | None = PrivateAttr(default=None)
 
@@ -98,7 +97,7 @@ class RetrievalResource(dg.ConfigurableResource):
                 dense_top_k=self.dense_top_k, sparse_top_k=self.sparse_top_k, rerank_top_k=self.rerank_top_k,
                 rrf_k=self.rrf_k, persian_dense_weight=self.persian_dense_weight, rerank_model=self.rerank_model,
                 rerank_passage=self.rerank_passage,  # type: ignore[arg-type]
-                rerank_max_length=self.rerank_max_length, exact_search_max_chunks=self.exact_search_max_chunks,
+                rerank_max_length=self.rerank_max_length,
             )
             self._retriever = Retriever.from_settings(settings, config=config, flags_prefix=self.flags_key_prefix)
         return self._retriever

@@ -58,12 +58,6 @@ def tenant_dense_plan(conn: psycopg.Connection, tenant_id: str) -> DensePlan:
     return "hnsw" if tenant_ann_index_ready(conn, tenant_id) else "exact"
 
 
-def choose_plan(tenant_chunks: int, exact_search_max_chunks: int) -> DensePlan:
-    """The plan by size alone (superseded by `tenant_dense_plan`, which knows whether the tenant's
-    index exists; kept while callers move over: `hnsw` without an index still answers exactly)."""
-    return "exact" if tenant_chunks <= exact_search_max_chunks else "hnsw"
-
-
 def dense_search(
     conn: psycopg.Connection,
     tenant_id: str,

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
-from pilito_pipeline.retrieval.bm25 import bm25_search, tenant_chunk_count
+from pilito_pipeline.retrieval.bm25 import bm25_search
 from pilito_pipeline.retrieval.chunks import fetch_chunks
 from pilito_pipeline.retrieval.config import RetrievalConfig
-from pilito_pipeline.retrieval.dense import choose_plan, dense_search
+from pilito_pipeline.retrieval.dense import dense_search, tenant_dense_plan
 from pilito_pipeline.retrieval.fusion import reciprocal_rank_fusion
 from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
 from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, rerank_passage
@@ -121,7 +121,7 @@ def run_evaluation(
     rerank_note = "" if config.rerank_model else "no cross-encoder configured (RERANK_MODEL)"
     embedder.embed(["warm-up"])  # keep the first inference's start-up cost out of the timings
     with connect(database_url, autocommit=True) as conn:
-        plan = choose_plan(tenant_chunk_count(conn, tenant_id), config.exact_search_max_chunks)
+        plan = tenant_dense_plan(conn, tenant_id)
         for labelled in queries:
             analysis = analyze_query(labelled.query)
             timed = _Timer()

@@ -34,7 +34,7 @@ from pilito_pipeline.embed import EmbeddingProvider, build_provider
 from pilito_pipeline.retrieval.bm25 import bm25_search, tenant_chunk_count
 from pilito_pipeline.retrieval.chunks import fetch_chunks, fetch_parents
 from pilito_pipeline.retrieval.config import RetrievalConfig
-from pilito_pipeline.retrieval.dense import choose_plan, dense_search
+from pilito_pipeline.retrieval.dense import dense_search, tenant_dense_plan
 from pilito_pipeline.retrieval.flags import FeatureFlags
 from pilito_pipeline.retrieval.fusion import reciprocal_rank_fusion
 from pilito_pipeline.retrieval.metrics import RagMetrics
@@ -259,7 +259,7 @@ class Retriever:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
                     tenant_chunks = tenant_chunk_count(conn, tenant_id)
-                plan = choose_plan(tenant_chunks, self.config.exact_search_max_chunks)
+                    plan = tenant_dense_plan(conn, tenant_id)
                 ranked: dict[str, list[RetrievedChunk]] = {}
                 used_dense = used_bm25 = False
                 for group in groups:

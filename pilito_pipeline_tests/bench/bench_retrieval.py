@@ -12,7 +12,7 @@ Corpus (documented scheme, since 1M real embeddings are out of reach at ~500 tex
   real point (a hard case for a filtered HNSW graph), but they are not real embeddings.
 - Tenants: Zipf-skewed sizes (exponent `--skew`) over `--tenants` tenants.
 Loading: binary COPY with the BM25 triggers firing per batch, then VACUUM ANALYZE; then every
-tenant with at least `exact_search_max_chunks` chunks gets its own partial HNSW indexes
+tenant with at least `store.ann_indexes.DEFAULT_MIN_CHUNKS` chunks gets its own partial HNSW indexes
 (store.ann_indexes.ensure_tenant_ann_index, timed), as the pipeline does after its writes.
 
 Measured per tenant-size bucket: p50/p95 of dense (query embedding + search) with the exact plan,
@@ -56,7 +56,11 @@ from pilito_pipeline.retrieval.bm25 import bm25_search  # noqa: E402
 from pilito_pipeline.retrieval.dense import dense_search, tenant_dense_plan  # noqa: E402
 from pilito_pipeline.retrieval.query import analyze_query  # noqa: E402
 from pilito_pipeline.retrieval.retriever import embed_query  # noqa: E402
-from pilito_pipeline.store.ann_indexes import ensure_tenant_ann_index, tenants_needing_ann_index  # noqa: E402
+from pilito_pipeline.store.ann_indexes import (  # noqa: E402
+    DEFAULT_MIN_CHUNKS,
+    ensure_tenant_ann_index,
+    tenants_needing_ann_index,
+)
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri  # noqa: E402
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {len(texts) / (embed_ms / 1000):.0f} texts/s", flush=True)
         load_corpus(url, texts, vectors, sizes, args.sigma, args.seed)
 
-    min_chunks = RetrievalConfig().exact_search_max_chunks
+    min_chunks = DEFAULT_MIN_CHUNKS
     indexed = set(build_tenant_indexes(url, min_chunks))
     print(f"tenants with their own HNSW indexes (>= {min_chunks:,} chunks): {sorted(indexed) or 'none'}")
 

@@ -4,7 +4,7 @@ halfvec vs vector, HNSW recall@20, and local embedding throughput.
     python -m pilito_pipeline_tests.bench.bench_upsert [--chunks 50000] [--per-row 2000] [--writes-only]
 
 Writes run in the production layout (all migrations: no shared HNSW index; a tenant gets its own
-partial HNSW indexes from `exact_search_max_chunks` chunks, store/ann_indexes.py), twice:
+partial HNSW indexes from `DEFAULT_MIN_CHUNKS` chunks, store/ann_indexes.py), twice:
 small tenants (20 tenants, none indexed: writes pay no HNSW maintenance) and one big tenant that
 already has its own partial indexes (every row it writes is inserted into its HNSW graphs).
 
