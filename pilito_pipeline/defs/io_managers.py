@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from pilito_pipeline.defs.resources import DatabaseResource
-from pilito_pipeline.store.ann_indexes import DEFAULT_MIN_CHUNKS, ensure_tenant_ann_index
+from pilito_pipeline.store.ann_indexes import ensure_tenant_ann_index
 from pilito_pipeline.store.asset_values import load_values, save_values
 from pilito_pipeline.store.knowledge import KnowledgeRow, load_sources, upsert_sources
 from pilito_pipeline.store.pages import mark_pages_processed, page_tenants
@@ -42,8 +42,6 @@ class KnowledgeIOManager(dg.ConfigurableIOManager):
     """
 
     database: dg.ResourceDependency[DatabaseResource]
-    ann_index_min_chunks: int = DEFAULT_MIN_CHUNKS
-    """Searchable chunks from which a tenant gets its own HNSW indexes (below: exact search)."""
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
         rows_by_source = {(pk.tenant_id, "website", key): pk.rows for key, pk in obj.items()}
@@ -59,7 +57,7 @@ class KnowledgeIOManager(dg.ConfigurableIOManager):
         # A tenant that grew past the exact-search size gets its own ANN indexes (built
         # concurrently, outside the write transaction); small tenants never pay HNSW upkeep.
         ann_indexes = {
-            tenant: ensure_tenant_ann_index(self.database.url, tenant, min_chunks=self.ann_index_min_chunks)
+            tenant: ensure_tenant_ann_index(self.database.url, tenant, min_chunks=self.database.ann_index_min_chunks)
             for tenant in tenants
         }
         context.add_output_metadata(

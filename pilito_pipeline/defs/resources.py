@@ -15,6 +15,7 @@ from pydantic import PrivateAttr
 from pilito_pipeline.crawl import CrawlConfig
 from pilito_pipeline.embed import EmbeddingProvider, build_provider, configured_model_name
 from pilito_pipeline.settings import Settings, get_settings
+from pilito_pipeline.store.ann_indexes import DEFAULT_MIN_CHUNKS
 from pilito_pipeline.store.db import connect, resolve_database_url
 from pilito_pipeline.store.migrate import migrate
 from pilito_pipeline.store.websites import Website
@@ -44,6 +45,8 @@ class DatabaseResource(dg.ConfigurableResource):
 
     database_url: str = ""
     embedding_dimension: int = 384
+    ann_index_min_chunks: int = DEFAULT_MIN_CHUNKS
+    """Searchable chunks from which a tenant gets its own HNSW indexes; below, exact search."""
 
     @property
     def url(self) -> str:

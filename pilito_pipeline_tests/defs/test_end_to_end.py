@@ -9,6 +9,8 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from pilito_pipeline.defs.io_managers import KnowledgeIOManager
+from pilito_pipeline.defs.resources import DatabaseResource
 from pilito_pipeline.defs.partitions import pages_partitions
 from pilito_pipeline.retrieval import Retriever
 from pilito_pipeline.settings import Settings
@@ -64,3 +66,19 @@ def test_retrieval_never_crosses_tenants(
         other = retriever.retrieve_context("scholarship", "tenant-b").to_dict()
     assert own["total_chunks"] > 0
     assert other["total_chunks"] == 0
+
+
+def test_a_tenant_past_the_threshold_gets_its_own_ann_index(
+    database_url: str, demo_site: str, instance: dg.DagsterInstance, resources: dict[str, Any]
+) -> None:
+    database = DatabaseResource(database_url=database_url, ann_index_min_chunks=10)
+    resources = {**resources, "database": database, "knowledge_io_manager": KnowledgeIOManager(database=database)}
+    register(database_url, "big", demo_site)
+    run_sensors_and_runs(instance, resources)
+    with connect(database_url) as conn:
+        registered = conn.execute("SELECT tenant_id FROM tenant_ann_indexes").fetchall()
+    assert [row["tenant_id"] for row in registered] == ["big"]
+    with Retriever.from_settings(Settings(database_url=database_url)) as retriever:
+        result = retriever.retrieve_context("Do you offer scholarships for students?", "big").to_dict()
+    assert result["performance"]["dense_plan"] == "hnsw"
+    assert "scholarship" in result["primary_context"][0]["url"]

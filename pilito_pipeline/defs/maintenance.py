@@ -1,0 +1,44 @@
+"""Maintenance: tenants whose size crossed the ANN threshold (either way) without a page run to
+notice it, e.g. right after migration 0005 on existing data, get their indexes built or dropped."""
+
+import time
+
+import dagster as dg
+
+from pilito_pipeline.defs.resources import DatabaseResource
+from pilito_pipeline.store.ann_indexes import ensure_tenant_ann_index, tenants_needing_ann_index
+from pilito_pipeline.store.db import connect
+
+
+@dg.asset(group_name="maintenance", kinds={"pgvector"})
+def tenant_ann_indexes(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
+    """Per-tenant partial HNSW indexes in line with every tenant's size."""
+    with connect(database.url) as conn:
+        tenants = tenants_needing_ann_index(conn, database.ann_index_min_chunks)
+    outcome = {}
+    for tenant in tenants:
+        started = time.perf_counter()
+        outcome[tenant] = ensure_tenant_ann_index(database.url, tenant, min_chunks=database.ann_index_min_chunks)
+        context.log.info(f"{tenant}: {outcome[tenant] or 'exact search'} ({time.perf_counter() - started:.1f}s)")
+    return dg.MaterializeResult(
+        metadata={
+            "tenants": len(tenants),
+            "indexed": ", ".join(t for t, name in outcome.items() if name) or "none",
+            "exact": ", ".join(t for t, name in outcome.items() if not name) or "none",
+        }
+    )
+
+
+@dg.sensor(
+    asset_selection=[tenant_ann_indexes],
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launch index maintenance when a tenant needs its ANN indexes built, repaired or dropped.",
+)
+def ann_index_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
+    with connect(database.url) as conn:
+        tenants = tenants_needing_ann_index(conn, database.ann_index_min_chunks)
+    if not tenants:
+        return dg.SensorResult(skip_reason="every tenant's ANN indexes match its size")
+    window = int(time.time() // 3600)
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"ann:{'+'.join(sorted(tenants))}:{window}")])
