@@ -65,6 +65,7 @@ class RetrievalResource(dg.ConfigurableResource):
     def from_env(cls, settings: Settings | None = None) -> RetrievalResource:
         """Configured from the environment (`settings.py`); secrets as `dg.EnvVar`."""
         settings = settings or get_settings()
+        config = RetrievalConfig.from_settings(settings)
         return cls(
             database_url=env_secret("DATABASE_URL"),
             redis_url=settings.redis_url,
@@ -73,8 +74,8 @@ class RetrievalResource(dg.ConfigurableResource):
             embedding_dimension=settings.embedding_dimension,
             openai_api_key=env_secret("OPENAI_API_KEY"),
             openai_base_url=settings.openai_base_url,
-            rerank_model=settings.rerank_model,
-            persian_dense_weight=1.0 if settings.embedding_covers("fa") else 0.0,
+            rerank_model=config.rerank_model,
+            persian_dense_weight=config.persian_dense_weight,
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pilito_pipeline.settings import Settings
+
 RerankPassage = Literal["tldr", "full"]
 
 
@@ -44,6 +46,15 @@ class RetrievalConfig:
     statement_timeout_ms: int = 3_000
     tokenizer_path: str = ""
     """tokenizer.json used to count context tokens; empty: the packaged MiniLM tokenizer."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrievalConfig:
+        """The defaults, with what the environment decides: the cross-encoder, and no dense weight
+        for Persian when the embedding model does not cover it (`EMBEDDING_LANGUAGES`)."""
+        return cls(
+            rerank_model=settings.rerank_model,
+            persian_dense_weight=1.0 if settings.embedding_covers("fa") else 0.0,
+        )
 
     def __post_init__(self) -> None:
         for name in ("dense_top_k", "sparse_top_k", "fused_limit", "rrf_k", "rerank_top_k",

@@ -111,7 +111,7 @@ def run_evaluation(
     loaded) the hybrid+rerank row says so instead of scoring.
     """
     settings = settings or get_settings()
-    config = config or RetrievalConfig(rerank_model=settings.rerank_model)
+    config = config or RetrievalConfig.from_settings(settings)
     embedder = embedder or build_provider(settings)
     reranker = reranker or CrossEncoderReranker(max_length=config.rerank_max_length,
                                                 batch_size=config.rerank_batch_size)

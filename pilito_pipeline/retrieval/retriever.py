@@ -172,10 +172,7 @@ class Retriever:
                       flags_prefix: str = DEFAULT_FLAGS_PREFIX) -> Retriever:
         """DATABASE_URL (or the embedded server), REDIS_URL for flags, the configured embedder
         (built on first use) and RERANK_MODEL."""
-        config = config or RetrievalConfig(
-            rerank_model=settings.rerank_model,
-            persian_dense_weight=1.0 if settings.embedding_covers("fa") else 0.0,
-        )
+        config = config or RetrievalConfig.from_settings(settings)
         return cls(
             resolve_database_url(settings),
             embedder=lambda: build_provider(settings),
