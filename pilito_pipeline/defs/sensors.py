@@ -23,6 +23,14 @@ from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting
 MAX_PAGES_PER_RUN = 200
 RETRY_WINDOW_SECONDS = 3600
 """A page range whose run failed is launched again (new run key) in the next window."""
+PAGE_BATCH_TAG = "pilito/page_batch"
+"""The range's fingerprint: a range whose run is still queued or running is not launched again."""
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 @dg.sensor(
@@ -65,12 +73,17 @@ class PageRange:
     def last_key(self) -> str:
         return self.pages[-1].partition_key
 
-    def run_key(self, window: int) -> str:
-        """Same pages, text and model in the same window → same key → launched once."""
+    @property
+    def fingerprint(self) -> str:
+        """What the run will do: the same pages, texts and model give the same fingerprint."""
         digest = hashlib.sha256(self.embedding_model.encode())
         for page in self.pages:
             digest.update(f"{page.partition_key}={page.content_hash};".encode())
-        return f"pages:{self.first_key}:{self.last_key}:{digest.hexdigest()[:16]}:{window}"
+        return f"{self.first_key}-{self.last_key}-{digest.hexdigest()[:16]}"
+
+    def run_key(self, window: int) -> str:
+        """Same work in the same window → same key → launched once."""
+        return f"pages:{self.fingerprint}:{window}"
 
 
 def page_ranges(
@@ -113,6 +126,13 @@ def pending_pages_sensor(
         return dg.SensorResult(skip_reason="no page has new text or a stale embedding model")
     order = context.instance.get_dynamic_partitions(pages_partitions.name)
     window = int(time.time() // RETRY_WINDOW_SECONDS)
+    ranges = list(page_ranges(pending, order, embedding_model=model))
+    active = {
+        run.tags.get(PAGE_BATCH_TAG)
+        for run in context.instance.get_runs(
+            filters=dg.RunsFilter(statuses=ACTIVE_STATUSES, tags={PAGE_BATCH_TAG: [r.fingerprint for r in ranges]})
+        )
+    }
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
@@ -121,8 +141,10 @@ def pending_pages_sensor(
                     ASSET_PARTITION_RANGE_START_TAG: page_range.first_key,
                     ASSET_PARTITION_RANGE_END_TAG: page_range.last_key,
                     TENANT_TAG: page_range.tenant_id,
+                    PAGE_BATCH_TAG: page_range.fingerprint,
                 },
             )
-            for page_range in page_ranges(pending, order, embedding_model=model)
+            for page_range in ranges
+            if page_range.fingerprint not in active
         ]
     )

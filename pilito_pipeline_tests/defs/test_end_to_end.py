@@ -8,10 +8,13 @@ from typing import Any
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.test_utils import create_run_for_test
 
+from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.io_managers import KnowledgeIOManager
+from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
 from pilito_pipeline.defs.resources import DatabaseResource
-from pilito_pipeline.defs.partitions import pages_partitions
+from pilito_pipeline.defs.sensors import pending_pages_sensor, website_crawl_sensor
 from pilito_pipeline.retrieval import Retriever
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.store.db import connect
@@ -82,3 +85,23 @@ def test_a_tenant_past_the_threshold_gets_its_own_ann_index(
         result = retriever.retrieve_context("Do you offer scholarships for students?", "big").to_dict()
     assert result["performance"]["dense_plan"] == "hnsw"
     assert "scholarship" in result["primary_context"][0]["url"]
+
+
+def test_a_page_batch_still_running_is_not_launched_again(
+    database_url: str, demo_site: str, instance: dg.DagsterInstance, resources: dict[str, Any]
+) -> None:
+    register(database_url, "acme", demo_site)
+    context = dg.build_sensor_context(instance=instance, resources={"database": resources["database"]})
+    result = website_crawl_sensor(context)
+    instance.add_dynamic_partitions(websites_partitions.name, [r.partition_key for r in result.run_requests])
+    (crawl,) = result.run_requests
+    assert dg.materialize([website_crawl], partition_key=crawl.partition_key, instance=instance,
+                          resources=resources, tags=crawl.tags).success
+
+    def page_requests() -> list[dg.RunRequest]:
+        sensor_resources = {"database": resources["database"], "embedder": resources["embedder"]}
+        return pending_pages_sensor(dg.build_sensor_context(instance=instance, resources=sensor_resources)).run_requests
+
+    (batch,) = page_requests()
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=batch.tags, status=dg.DagsterRunStatus.STARTED)
+    assert page_requests() == []  # the same work is still running: not launched twice
