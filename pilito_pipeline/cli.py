@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("LC_ALL", "C.UTF-8")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no model-loading bars in CLI output
     get_settings.cache_clear()  # a command reads the environment as it is when it starts
     args = build_parser().parse_args(argv)
     try:
