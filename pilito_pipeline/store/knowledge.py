@@ -13,6 +13,7 @@ deadlock.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,10 @@ _COLUMNS: dict[str, str] = {
 _IDENTITY = ("tenant_id", "chunk_type", "source_id", "chunk_index")
 _CONTENT = tuple(c for c in _COLUMNS if c not in _IDENTITY)
 _ALL = ", ".join(_COLUMNS)
+_WRITTEN = {**_COLUMNS, "row_digest": "text"}
+"""What a write sends: every column plus the row's digest (`row_digest`)."""
+_COMPARED = (*_CONTENT, "row_digest")
+_ALL_WRITTEN = ", ".join(_WRITTEN)
 
 
 def _row_of(table: str, columns: Iterable[str]) -> str:
@@ -104,7 +109,7 @@ def _row_of(table: str, columns: Iterable[str]) -> str:
 _CREATE_INCOMING = (
     "DROP TABLE IF EXISTS knowledge_incoming;"
     " CREATE TEMPORARY TABLE knowledge_incoming ("
-    + ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
+    + ", ".join(f"{name} {kind}" for name, kind in _WRITTEN.items())
     + f", PRIMARY KEY ({', '.join(_IDENTITY)})) ON COMMIT DROP"
 )
 
@@ -114,26 +119,29 @@ WITH changed AS (
     LEFT JOIN tenant_knowledge t
            ON t.tenant_id = i.tenant_id AND t.chunk_type = i.chunk_type
           AND t.source_id = i.source_id AND t.chunk_index = i.chunk_index
-    WHERE t.id IS NULL OR {_row_of("t", _CONTENT)} IS DISTINCT FROM {_row_of("i", _CONTENT)}
+    WHERE t.id IS NULL OR {_row_of("t", _COMPARED)} IS DISTINCT FROM {_row_of("i", _COMPARED)}
 ), written AS (
-    INSERT INTO tenant_knowledge AS t ({_ALL})
-    SELECT {_ALL} FROM changed
+    INSERT INTO tenant_knowledge AS t ({_ALL_WRITTEN})
+    SELECT {_ALL_WRITTEN} FROM changed
     ON CONFLICT ON CONSTRAINT tenant_knowledge_chunk_identity DO UPDATE
-       SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT)}, updated_at = now()
-       WHERE {_row_of("t", _CONTENT)} IS DISTINCT FROM {_row_of("EXCLUDED", _CONTENT)}
+       SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _COMPARED)}, updated_at = now()
+       WHERE {_row_of("t", _COMPARED)} IS DISTINCT FROM {_row_of("EXCLUDED", _COMPARED)}
     RETURNING (t.xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
 """
 
-_DELETE_STALE = """
+_DELETE_ROWS = """
 DELETE FROM tenant_knowledge t
-USING unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
+USING unnest(%s::text[], %s::text[], %s::text[], %s::int4[]) AS s(tenant_id, chunk_type, source_id, chunk_index)
 WHERE t.tenant_id = s.tenant_id AND t.chunk_type = s.chunk_type AND t.source_id = s.source_id
-  AND NOT EXISTS (
-      SELECT 1 FROM knowledge_incoming i
-      WHERE i.tenant_id = t.tenant_id AND i.chunk_type = t.chunk_type
-        AND i.source_id = t.source_id AND i.chunk_index = t.chunk_index)
+  AND t.chunk_index = s.chunk_index
+"""
+
+_SELECT_DIGESTS = """
+SELECT t.tenant_id, t.chunk_type, t.source_id, t.chunk_index, t.row_digest FROM tenant_knowledge t
+JOIN unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
+  USING (tenant_id, chunk_type, source_id)
 """
 
 _DELETE_SOURCES = """
@@ -164,6 +172,21 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def row_digest(row: KnowledgeRow) -> str:
+    """Digest of everything `row` stores (vectors at the stored half precision): equal digests
+    mean writing the row again would change nothing."""
+    digest = hashlib.sha256()
+    scalars = [
+        row.document_id, row.total_chunks, row.is_parent, row.parent_chunk_index, row.section_title,
+        row.full_text, row.tldr, row.word_count, list(row.search_terms), row.content_hash, row.metadata,
+        row.embedding_model,
+    ]
+    digest.update(json.dumps(scalars, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+    for vector in (row.full_embedding, row.tldr_embedding):
+        digest.update(b"\x00" if vector is None else b"\x01" + np.asarray(vector, dtype=np.float16).tobytes())
+    return digest.hexdigest()
+
+
 def source_lock_keys(keys: Iterable[SourceKey]) -> list[int]:
     """The advisory-lock keys of `keys`: distinct signed 32-bit hashes, sorted (the lock order)."""
     locks = set()
@@ -186,27 +209,38 @@ def upsert_sources(
 ) -> UpsertStats:
     """Make each given source hold exactly its given rows (an empty list deletes the source).
 
-    One transaction (a savepoint when the caller already has one open); idempotent: rewriting
-    unchanged rows writes nothing. Safe to call from many processes at once.
+    One transaction (a savepoint when the caller already has one open); idempotent: rows whose
+    digest matches the stored one are not even sent, so rewriting unchanged rows writes nothing.
+    Safe to call from many processes at once (per-source locks, taken in a consistent order).
     """
     _validate(rows_by_source)
     if not rows_by_source:
         return UpsertStats()
     keys = sorted(rows_by_source)
-    columns = _key_columns(keys)
-    total = sum(len(rows) for rows in rows_by_source.values())
+    incoming = [(row, row_digest(row)) for key in keys for row in rows_by_source[key]]
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         lock_sources(conn, keys)
-        cur.execute(_CREATE_INCOMING)
-        with cur.copy(f"COPY knowledge_incoming ({_ALL}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(_COLUMNS.values()))
-            for key in keys:
-                for row in rows_by_source[key]:
-                    copy.write_row(_copy_values(row))
-        cur.execute("ANALYZE knowledge_incoming")
-        inserted, updated = cur.execute(_MERGE).fetchone() or (0, 0)
-        deleted = cur.execute(_DELETE_STALE, columns).rowcount
-    return UpsertStats(inserted=inserted, updated=updated, unchanged=total - inserted - updated, deleted=deleted)
+        stored = {tuple(r[:4]): r[4] for r in cur.execute(_SELECT_DIGESTS, _key_columns(keys))}
+        changed = [(row, digest) for row, digest in incoming if stored.get(_identity(row)) != digest]
+        kept = {_identity(row) for row, _ in incoming}
+        stale = [identity for identity in stored if identity not in kept]
+        inserted = updated = deleted = 0
+        if changed:
+            cur.execute(_CREATE_INCOMING)
+            with cur.copy(f"COPY knowledge_incoming ({_ALL_WRITTEN}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(list(_WRITTEN.values()))
+                for row, digest in changed:
+                    copy.write_row((*_copy_values(row), digest))
+            cur.execute("ANALYZE knowledge_incoming")
+            inserted, updated = cur.execute(_MERGE).fetchone() or (0, 0)
+        if stale:
+            deleted = cur.execute(_DELETE_ROWS, [list(column) for column in zip(*stale, strict=True)]).rowcount
+    unchanged = len(incoming) - inserted - updated
+    return UpsertStats(inserted=inserted, updated=updated, unchanged=unchanged, deleted=deleted)
+
+
+def _identity(row: KnowledgeRow) -> tuple[str, str, str, int]:
+    return (row.tenant_id, row.chunk_type, row.source_id, row.chunk_index)
 
 
 def delete_sources(conn: psycopg.Connection, keys: Iterable[SourceKey]) -> int:
