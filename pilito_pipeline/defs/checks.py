@@ -38,11 +38,11 @@ def no_orphan_chunks(database: DatabaseResource) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=chunk_embeddings, description="Every searchable chunk is embedded by the configured model and dimension.")
 def embeddings_match_model(database: DatabaseResource, embedder: EmbeddingResource) -> dg.AssetCheckResult:
-    provider = embedder.get_provider()
+    model, dimension = embedder.model_name, embedder.dimension  # known without loading the model
     return _zero(
         database,
-        lambda conn: store_checks.count_embedding_mismatches(conn, provider.model_name, provider.dimension),
-        f"chunks not embedded by {provider.model_name} ({provider.dimension}-d)",
+        lambda conn: store_checks.count_embedding_mismatches(conn, model, dimension),
+        f"chunks not embedded by {model} ({dimension}-d)",
     )
 
 

@@ -82,7 +82,11 @@ class CrawlerResource(dg.ConfigurableResource):
 
 
 class EmbeddingResource(dg.ConfigurableResource):
-    """The embedding provider (local model or OpenAI) behind a circuit breaker shared through Redis."""
+    """The embedding provider: a local model, or OpenAI behind a circuit breaker shared through Redis.
+
+    The provider (a model load, for the local one) is built on first use, so sensors and checks
+    that only need the model's name never load it.
+    """
 
     provider: str = "local"
     model: str = "all-MiniLM-L6-v2"
@@ -94,8 +98,18 @@ class EmbeddingResource(dg.ConfigurableResource):
 
     _provider: EmbeddingProvider | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._provider = build_provider(self.to_settings())
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "EmbeddingResource":
+        """Configured from the environment; the OpenAI key as a `dg.EnvVar`."""
+        return cls(
+            provider=settings.embedding_provider,
+            model=settings.embedding_model,
+            dimension=settings.embedding_dimension,
+            batch_size=settings.embedding_batch_size,
+            openai_api_key=env_secret("OPENAI_API_KEY"),
+            openai_base_url=settings.openai_base_url,
+            redis_url=settings.redis_url,
+        )
 
     def to_settings(self) -> Settings:
         return Settings(
