@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make demo` and `make test`. Everything is installed from
-# requirements/dev.lock (every package pinned with hashes); `make lock` refreshes the locks.
+# requirements-dev.lock (every package pinned with hashes); `make lock` refreshes the locks.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,9 +11,9 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo up test lock browser bench-crawl bench-text bench-upsert bench-retrieval bench-recrawl clean
 
-$(BIN)/.installed: requirements/dev.lock pyproject.toml
+$(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --require-hashes --no-deps -r requirements/dev.lock
+	$(PIP) install --require-hashes --no-deps -r requirements-dev.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -32,10 +32,10 @@ lock:
 	PIP_CONFIG_FILE= .lock-tools/bin/pip install --quiet pip-tools==7.6.2
 	.lock-tools/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras \
 	  --no-emit-index-url --no-emit-find-links --extra embedded --extra test \
-	  -o requirements/dev.lock pyproject.toml
-	cp requirements/dev.lock requirements/runtime.lock
+	  -o requirements-dev.lock pyproject.toml
+	cp requirements-dev.lock requirements.lock
 	.lock-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-	  --no-emit-index-url --no-emit-find-links -o requirements/runtime.lock pyproject.toml
+	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 bench-crawl bench-text bench-upsert bench-retrieval bench-recrawl: $(BIN)/.installed
 	$(BIN)/python -m pilito_pipeline_tests.bench.$(subst -,_,$@)
