@@ -7,6 +7,7 @@ range's content hashes), so a sensor may see the same state many times and launc
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
+from pilito_pipeline.defs.recovery import (
+    CRAWL_MAX_RUNTIME_SECONDS, MAX_RUNTIME_TAG, PAGE_RUN_MAX_RUNTIME_SECONDS, RECOVERED_TAG, WORKER_GONE,
+)
 from pilito_pipeline.defs.partitions import TENANT_TAG, pages_partitions, websites_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.store.pages import PendingPage, pending_pages
@@ -23,6 +27,8 @@ from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting
 MAX_PAGES_PER_RUN = 200
 RETRY_WINDOW_SECONDS = 3600
 """A page range whose run failed is launched again (new run key) in the next window."""
+MAX_DEAD_RUN_RELAUNCHES = 3
+"""Relaunches at once of a range whose worker died; beyond, the range waits for the next window."""
 PAGE_BATCH_TAG = "pilito/page_batch"
 """The range's fingerprint: a range whose run is still queued or running is not launched again."""
 ACTIVE_STATUSES = [
@@ -51,7 +57,7 @@ def website_crawl_sensor(context: dg.SensorEvaluationContext, database: Database
             dg.RunRequest(
                 run_key=f"crawl:{w.partition_key}:{w.crawl_requested_at.isoformat()}",
                 partition_key=w.partition_key,
-                tags={TENANT_TAG: w.tenant_id},
+                tags={TENANT_TAG: w.tenant_id, MAX_RUNTIME_TAG: str(CRAWL_MAX_RUNTIME_SECONDS)},
             )
             for w in websites
         ],
@@ -81,9 +87,11 @@ class PageRange:
             digest.update(f"{page.partition_key}={page.content_hash};".encode())
         return f"{self.first_key}-{self.last_key}-{digest.hexdigest()[:16]}"
 
-    def run_key(self, window: int) -> str:
-        """Same work in the same window → same key → launched once."""
-        return f"pages:{self.fingerprint}:{window}"
+    def run_key(self, window: int, dead_runs: int = 0) -> str:
+        """Same work in the same window → same key → launched once; each run of it whose worker died
+        (up to MAX_DEAD_RUN_RELAUNCHES) gives a new key, so the work is launched again at once."""
+        revived = f":revived{min(dead_runs, MAX_DEAD_RUN_RELAUNCHES)}" if dead_runs else ""
+        return f"pages:{self.fingerprint}:{window}{revived}"
 
 
 def page_ranges(
@@ -133,15 +141,22 @@ def pending_pages_sensor(
             filters=dg.RunsFilter(statuses=ACTIVE_STATUSES, tags={PAGE_BATCH_TAG: [r.fingerprint for r in ranges]})
         )
     }
+    dead = Counter(
+        run.tags[PAGE_BATCH_TAG]
+        for run in context.instance.get_runs(
+            filters=dg.RunsFilter(tags={PAGE_BATCH_TAG: [r.fingerprint for r in ranges], RECOVERED_TAG: WORKER_GONE})
+        )
+    )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=page_range.run_key(window),
+                run_key=page_range.run_key(window, dead[page_range.fingerprint]),
                 tags={
                     ASSET_PARTITION_RANGE_START_TAG: page_range.first_key,
                     ASSET_PARTITION_RANGE_END_TAG: page_range.last_key,
                     TENANT_TAG: page_range.tenant_id,
                     PAGE_BATCH_TAG: page_range.fingerprint,
+                    MAX_RUNTIME_TAG: str(PAGE_RUN_MAX_RUNTIME_SECONDS),
                 },
             )
             for page_range in ranges

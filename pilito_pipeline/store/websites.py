@@ -184,3 +184,21 @@ def mark_crawl_finished(
         """,
         ("failed" if error else "ready", Jsonb(progress), error, started_at, website_id),
     )
+
+
+def request_crawl_again(conn: psycopg.Connection, website_id: int, consumed_at: datetime, reason: str) -> bool:
+    """Renew a crawl request that a run consumed (created at `consumed_at`) but never closed: the
+    run died, or failed before the crawl began. A new request time gives a new run key; a crawl left
+    `crawling` becomes `failed` with the reason. False when a newer request exists or the website is
+    disabled."""
+    row = conn.execute(
+        """
+        UPDATE websites SET crawl_requested_at = now(), updated_at = now(),
+               status = CASE WHEN status = 'crawling' THEN 'failed' ELSE status END,
+               last_error = CASE WHEN status = 'crawling' THEN %s ELSE last_error END
+        WHERE id = %s AND status <> 'disabled' AND crawl_requested_at <= %s
+        RETURNING id
+        """,
+        (reason, website_id, consumed_at),
+    ).fetchone()
+    return row is not None
