@@ -13,17 +13,19 @@ from collections import Counter
 import dagster as dg
 
 from pilito_pipeline.crawl import CrawledPage, PageValidators, crawl_website
-from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
+from pilito_pipeline.defs.partitions import (
+    REGISTRATION_BATCH,
+    pages_partitions,
+    register_page_partitions,
+    registration_batch_size,
+    websites_partitions,
+)
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource
 from pilito_pipeline.store import pages as page_store
 from pilito_pipeline.store.asset_values import delete_partition_values
 from pilito_pipeline.store import websites as website_store
 from pilito_pipeline.store.knowledge import delete_sources
 from pilito_pipeline.text import ExtractionError, document_hash, extract_document
-
-PARTITION_BATCH = 50
-"""Pages registered together (contiguous keys); also how often progress is saved."""
-
 
 def page_record(crawled: CrawledPage, text_seen_at: dict[str, str]) -> page_store.PageRecord:
     """What to store for one crawl outcome; extraction failures become per-page `skipped` records.
@@ -82,6 +84,7 @@ def website_crawl(
 
         outcomes: Counter[str] = Counter()
         unregistered: list[str] = []
+        registered = 0
         # Pages already holding a text keep it, so duplicates resolve the same way on every crawl.
         text_seen_at = page_store.stored_text_owners(conn, website_id)
         clock = time.monotonic()
@@ -91,9 +94,10 @@ def website_crawl(
             return PageValidators(stored.etag, stored.last_modified, stored.links) if stored else None
 
         def register_partitions() -> None:
+            nonlocal registered
             if unregistered:
-                context.instance.add_dynamic_partitions(pages_partitions.name, unregistered)
-                page_store.mark_partitions_registered(conn, unregistered)
+                register_page_partitions(context.instance, conn, unregistered)
+                registered += len(unregistered)
                 unregistered.clear()
             website_store.record_crawl_progress(conn, website_id, dict(outcomes))
             conn.commit()
@@ -107,7 +111,8 @@ def website_crawl(
                     context.log.info(f"{record.status} {record.url}: {record.failure_reason}")
                 if needs_partition:
                     unregistered.append(key)
-                if len(unregistered) >= PARTITION_BATCH or sum(outcomes.values()) % PARTITION_BATCH == 0:
+                batch = registration_batch_size(registered)
+                if len(unregistered) >= batch or sum(outcomes.values()) % REGISTRATION_BATCH == 0:
                     register_partitions()
             register_partitions()
         except Exception as exc:

@@ -1,8 +1,9 @@
 """Page assets over the `pages` partitions: content → chunks → embeddings.
 
-Runs cover a contiguous range of page keys (see sensors.py) and every asset handles the whole
-range at once (`BackfillPolicy.single_run`): one model load, one batched embedding pass and one
-database transaction per run instead of one run per page. Values are dicts keyed by page key.
+Runs cover a contiguous range of up to MAX_PAGES_PER_RUN page keys (sensors.py; a UI backfill is
+split the same way by `BackfillPolicy.multi_run`) and every asset handles the whole range at once:
+one model load, one batched embedding pass and one database transaction per run instead of one run
+per page. Values are dicts keyed by page key.
 """
 
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from pilito_pipeline.defs.partitions import pages_partitions
+from pilito_pipeline.defs.partitions import MAX_PAGES_PER_RUN, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.embed import EmbeddingRequestError, embed_rows
 from pilito_pipeline.ingest import knowledge_rows
@@ -38,7 +39,7 @@ class PageKnowledge:
 
 PAGE_ASSET = dict(
     partitions_def=pages_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PAGES_PER_RUN),
     group_name="pages",
 )
 

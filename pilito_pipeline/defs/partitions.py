@@ -1,13 +1,73 @@
-"""Dynamic partitions: one per registered website, one per crawled page (keys `w<id>` / `p<id>`).
+"""Dynamic partitions: one per registered website, one per crawled page (keys `w<id>` / `p<id>`),
+and the run tags the queue's limits read (dagster.yaml).
 
 Keys derive from database ids, never raw URLs, so they are short, stable and free of commas and
-`...`. Pages registered together get contiguous keys, which lets one run cover a range of them.
+`...`. Pages registered together get contiguous keys, which lets one run cover a range of them;
+`register_page_partitions` records that order in the pages table, so the pages sensor never reads
+the partition list.
 """
 
 import dagster as dg
+import psycopg
+
+from pilito_pipeline.store import pages as page_store
 
 websites_partitions = dg.DynamicPartitionsDefinition(name="websites")
 pages_partitions = dg.DynamicPartitionsDefinition(name="pages")
 
 TENANT_TAG = "pilito/tenant"
-"""Run tag carrying the tenant: dagster.yaml limits concurrent runs per unique value."""
+"""Every crawl and page run carries its tenant."""
+RUN_KIND_TAG = "pilito/run_kind"
+"""`crawl` or `pages`: dagster.yaml caps crawls so page runs always have a slot."""
+TENANT_CRAWL_TAG = "pilito/tenant_crawl"
+TENANT_PAGES_TAG = "pilito/tenant_pages"
+"""Per-tenant limits (applyLimitPerUniqueValue) apply to crawls and page runs separately, so a
+site's pages are chunked and embedded while it is still being crawled."""
+
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+"""How a run request targets a partition range: Dagster 1.13 has no public RunRequest argument for
+it, only these tags (their names are checked against Dagster's in the tests)."""
+MAX_RETRIES_TAG = "dagster/max_retries"
+"""Documented run tag overriding dagster.yaml's run_retries for one run."""
+
+MAX_PAGES_PER_RUN = 200
+"""Pages in one page run: the sensor's ranges and UI backfills' runs alike."""
+FIRST_REGISTRATION_BATCH = 5
+"""A crawl registers its first pages this soon, so a new site's first answers come in seconds."""
+REGISTRATION_BATCH = 50
+"""Later pages are registered together in batches of this size (contiguous keys)."""
+
+
+def crawl_run_tags(tenant_id: str) -> dict[str, str]:
+    return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id}
+
+
+def page_run_tags(tenant_id: str, first_key: str, last_key: str) -> dict[str, str]:
+    """A page run over `first_key..last_key`; the pages sensor retries failed page work itself."""
+    return {
+        TENANT_TAG: tenant_id,
+        RUN_KIND_TAG: "pages",
+        TENANT_PAGES_TAG: tenant_id,
+        PARTITION_RANGE_START_TAG: first_key,
+        PARTITION_RANGE_END_TAG: last_key,
+        MAX_RETRIES_TAG: "0",
+    }
+
+
+def registration_batch_size(registered_so_far: int) -> int:
+    return FIRST_REGISTRATION_BATCH if registered_so_far == 0 else REGISTRATION_BATCH
+
+
+def register_page_partitions(instance: dg.DagsterInstance, conn: psycopg.Connection, keys: list[str]) -> None:
+    """Add `pages` partitions and record their registration order; the caller commits.
+
+    The lock makes Dagster's order of the keys and `partition_seq` agree across concurrent crawls.
+    """
+    page_store.lock_partition_registration(conn)
+    # A key left in Dagster by a registration whose transaction did not commit keeps its old place
+    # unless it is removed first: re-add it, so it goes to the end like the rest of the batch.
+    for key in instance.get_existing_dynamic_partitions(pages_partitions.name, keys):
+        instance.delete_dynamic_partition(pages_partitions.name, key)
+    instance.add_dynamic_partitions(pages_partitions.name, keys)
+    page_store.mark_partitions_registered(conn, keys)

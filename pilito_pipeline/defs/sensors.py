@@ -1,47 +1,59 @@
-"""Sensors: new or due websites → crawl runs; pages with new text → batched page runs.
+"""Sensors: new or due websites → crawl runs; pages with new text → page runs, fairly per tenant.
 
-Runs are deduplicated by run keys derived from what they do (a crawl request's timestamp, a page
-range's content hashes), so a sensor may see the same state many times and launch it once.
+Page runs are chosen per tenant: tenants with the oldest pending registration first, at most
+`MAX_PAGES_PER_RUN` pages each, at most `MAX_TENANTS_PER_TICK` tenants a tick. A tenant gets a new
+page run only when none of its page runs is queued or running, so each page is in at most one
+queued or running run by construction; the next run takes whatever became pending meanwhile (a
+new site's first run is small, later ones grow to the cap). A failed page run is launched again
+after `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still pending.
 """
 
-
 import hashlib
-import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
-from pilito_pipeline.defs.recovery import (
-    CRAWL_MAX_RUNTIME_SECONDS, MAX_RUNTIME_TAG, PAGE_RUN_MAX_RUNTIME_SECONDS, RECOVERED_TAG, WORKER_GONE,
+from pilito_pipeline.defs.partitions import (
+    MAX_PAGES_PER_RUN,
+    RUN_KIND_TAG,
+    TENANT_TAG,
+    crawl_run_tags,
+    page_run_tags,
+    websites_partitions,
 )
-from pilito_pipeline.defs.partitions import TENANT_TAG, pages_partitions, websites_partitions
+from pilito_pipeline.defs.recovery import (
+    CRAWL_MAX_RUNTIME_SECONDS,
+    MAX_RUNTIME_TAG,
+    PAGE_RUN_MAX_RUNTIME_SECONDS,
+    RECOVERED_TAG,
+    WORKER_GONE,
+)
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.store.pages import PendingPage, pending_pages
+from pilito_pipeline.store.pages import PendingKey, pending_pages
 from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting_crawl
 
-MAX_PAGES_PER_RUN = 200
-RETRY_WINDOW_SECONDS = 3600
-"""A page range whose run failed is launched again (new run key) in the next window."""
-MAX_DEAD_RUN_RELAUNCHES = 3
-"""Relaunches at once of a range whose worker died; beyond, the range waits for the next window."""
-PAGE_BATCH_TAG = "pilito/page_batch"
-"""The range's fingerprint: a range whose run is still queued or running is not launched again."""
+MAX_TENANTS_PER_TICK = 100
+"""Page runs requested per tick at most; the tenants left over are the oldest of the next tick."""
+RETRY_DELAY_SECONDS = 60
+"""A tenant whose page run failed waits this long before its pages get a new run."""
+SENSOR_INTERVAL_SECONDS = 5
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 ]
+ENDED_UNFINISHED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 @dg.sensor(
     asset_selection=[website_crawl],
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launch a crawl for each newly registered website and each website due for re-crawl.",
 )
@@ -50,14 +62,15 @@ def website_crawl_sensor(context: dg.SensorEvaluationContext, database: Database
         request_due_crawls(conn)
         conn.commit()
         websites = websites_awaiting_crawl(conn)
-    known = set(context.instance.get_dynamic_partitions(websites_partitions.name))
-    new_keys = [w.partition_key for w in websites if w.partition_key not in known]
+    keys = [w.partition_key for w in websites]
+    known = context.instance.get_existing_dynamic_partitions(websites_partitions.name, keys) if keys else set()
+    new_keys = [key for key in keys if key not in known]
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 run_key=f"crawl:{w.partition_key}:{w.crawl_requested_at.isoformat()}",
                 partition_key=w.partition_key,
-                tags={TENANT_TAG: w.tenant_id, MAX_RUNTIME_TAG: str(CRAWL_MAX_RUNTIME_SECONDS)},
+                tags={**crawl_run_tags(w.tenant_id), MAX_RUNTIME_TAG: str(CRAWL_MAX_RUNTIME_SECONDS)},
             )
             for w in websites
         ],
@@ -68,7 +81,7 @@ def website_crawl_sensor(context: dg.SensorEvaluationContext, database: Database
 @dataclass(frozen=True)
 class PageRange:
     tenant_id: str
-    pages: tuple[PendingPage, ...]
+    pages: tuple[PendingKey, ...]
     embedding_model: str = ""
 
     @property
@@ -87,79 +100,78 @@ class PageRange:
             digest.update(f"{page.partition_key}={page.content_hash};".encode())
         return f"{self.first_key}-{self.last_key}-{digest.hexdigest()[:16]}"
 
-    def run_key(self, window: int, dead_runs: int = 0) -> str:
-        """Same work in the same window → same key → launched once; each run of it whose worker died
-        (up to MAX_DEAD_RUN_RELAUNCHES) gives a new key, so the work is launched again at once."""
-        revived = f":revived{min(dead_runs, MAX_DEAD_RUN_RELAUNCHES)}" if dead_runs else ""
-        return f"pages:{self.fingerprint}:{window}{revived}"
+    def run_key(self, generation: int) -> str:
+        """The sensor cursor's generation: a tick evaluated again after a crash requests the same
+        keys (launched once); work requested again in a later tick gets a new key."""
+        return f"pages:{self.fingerprint}:{generation}"
 
 
-def page_ranges(
-    pending: Sequence[PendingPage],
-    partition_order: Sequence[str],
-    max_pages: int = MAX_PAGES_PER_RUN,
-    embedding_model: str = "",
+def first_ranges(
+    pending: Sequence[PendingKey], max_pages: int = MAX_PAGES_PER_RUN, embedding_model: str = ""
 ) -> Iterator[PageRange]:
-    """Split pending pages into runs of consecutive partition keys, one tenant per run.
+    """Each tenant's first range: its oldest pending pages while their registration order is unbroken.
 
-    A range run covers every key between its ends in the partition order, so a range only grows
-    while the next key in that order is also pending and belongs to the same tenant.
+    A range run covers every key between its ends in Dagster's partition order, which
+    `partition_seq` records; a gap in it is a key of another tenant, or one not pending, so the
+    range stops there.
     """
-    by_key = {p.partition_key: p for p in pending}
-    current: list[PendingPage] = []
-    for key in partition_order:
-        page = by_key.get(key)
-        if current and (page is None or page.tenant_id != current[0].tenant_id or len(current) >= max_pages):
-            yield PageRange(current[0].tenant_id, tuple(current), embedding_model)
-            current = []
-        if page is not None:
-            current.append(page)
-    if current:
-        yield PageRange(current[0].tenant_id, tuple(current), embedding_model)
+    by_tenant: dict[str, list[PendingKey]] = {}
+    for page in sorted(pending, key=lambda p: p.partition_seq):
+        by_tenant.setdefault(page.tenant_id, []).append(page)
+    for tenant_id, pages in by_tenant.items():
+        taken = [pages[0]]
+        for page in pages[1:]:
+            if len(taken) >= max_pages or page.partition_seq != taken[-1].partition_seq + 1:
+                break
+            taken.append(page)
+        yield PageRange(tenant_id, tuple(taken), embedding_model)
+
+
+def tenants_not_to_launch(instance: dg.DagsterInstance, now: datetime) -> set[str]:
+    """Tenants with a page run queued or running, or one that failed within the retry delay
+    (unless its worker died: that work is launched again at once)."""
+    active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES, tags={RUN_KIND_TAG: "pages"}))
+    failed = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=ENDED_UNFINISHED,
+            tags={RUN_KIND_TAG: "pages"},
+            updated_after=now - timedelta(seconds=RETRY_DELAY_SECONDS),
+        )
+    )
+    return {run.tags[TENANT_TAG] for run in active} | {
+        run.tags[TENANT_TAG] for run in failed if run.tags.get(RECOVERED_TAG) != WORKER_GONE
+    }
 
 
 @dg.sensor(
     asset_selection=[page_content, page_chunks, chunk_embeddings],
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launch chunk+embedding runs over contiguous ranges of pages whose text or embedding model changed.",
+    description="Launch page runs (chunks + embeddings) for pages whose text or embedding model changed, "
+    "one at a time per tenant, tenants with the oldest pending pages first.",
 )
 def pending_pages_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource, embedder: EmbeddingResource
 ) -> dg.SensorResult:
     model = embedder.model_name
+    busy = tenants_not_to_launch(context.instance, datetime.now(timezone.utc))
     with database.connect() as conn:
-        pending = pending_pages(conn, model)
+        pending = pending_pages(
+            conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK, exclude_tenants=busy
+        )
     if not pending:
-        return dg.SensorResult(skip_reason="no page has new text or a stale embedding model")
-    order = context.instance.get_dynamic_partitions(pages_partitions.name)
-    window = int(time.time() // RETRY_WINDOW_SECONDS)
-    ranges = list(page_ranges(pending, order, embedding_model=model))
-    active = {
-        run.tags.get(PAGE_BATCH_TAG)
-        for run in context.instance.get_runs(
-            filters=dg.RunsFilter(statuses=ACTIVE_STATUSES, tags={PAGE_BATCH_TAG: [r.fingerprint for r in ranges]})
-        )
-    }
-    dead = Counter(
-        run.tags[PAGE_BATCH_TAG]
-        for run in context.instance.get_runs(
-            filters=dg.RunsFilter(tags={PAGE_BATCH_TAG: [r.fingerprint for r in ranges], RECOVERED_TAG: WORKER_GONE})
-        )
-    )
+        return dg.SensorResult(skip_reason=f"no page run to launch ({len(busy)} tenants have one queued or running)")
+    generation = int(context.cursor or 0) + 1
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=page_range.run_key(window, dead[page_range.fingerprint]),
+                run_key=page_range.run_key(generation),
                 tags={
-                    ASSET_PARTITION_RANGE_START_TAG: page_range.first_key,
-                    ASSET_PARTITION_RANGE_END_TAG: page_range.last_key,
-                    TENANT_TAG: page_range.tenant_id,
-                    PAGE_BATCH_TAG: page_range.fingerprint,
+                    **page_run_tags(page_range.tenant_id, page_range.first_key, page_range.last_key),
                     MAX_RUNTIME_TAG: str(PAGE_RUN_MAX_RUNTIME_SECONDS),
                 },
             )
-            for page_range in ranges
-            if page_range.fingerprint not in active
-        ]
+            for page_range in first_ranges(pending, embedding_model=model)
+        ],
+        cursor=str(generation),
     )

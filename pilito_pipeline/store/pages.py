@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,9 +124,25 @@ def record_page(
     return row["partition_key"], row["has_document"] and not row["partition_registered"]
 
 
+PARTITION_REGISTRATION_LOCK = 0x70616765  # "page"
+"""Advisory lock held from a batch's registration in Dagster until the transaction marking it
+commits, so `partition_seq` follows Dagster's order of the keys exactly."""
+
+
+def lock_partition_registration(conn: psycopg.Connection) -> None:
+    """Serialise partition registrations until this transaction ends (take it before registering)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_REGISTRATION_LOCK,))
+
+
 def mark_partitions_registered(conn: psycopg.Connection, partition_keys: list[str]) -> None:
+    """Record the keys as registered, numbered in the order they were registered in Dagster."""
     conn.execute(
-        "UPDATE pages SET partition_registered = true WHERE partition_key = ANY(%s)",
+        """
+        UPDATE pages SET partition_registered = true, partition_seq = v.seq
+        FROM (SELECT key, nextval('pages_partition_seq') AS seq
+                FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n) ORDER BY n) v
+        WHERE pages.partition_key = v.key
+        """,
         (partition_keys,),
     )
 
@@ -153,20 +170,62 @@ def retire_gone_pages(
     return [r["partition_key"] for r in rows]
 
 
-def pending_pages(conn: psycopg.Connection, embedding_model: str, limit: int = 5000) -> list[PendingPage]:
-    """Registered pages whose stored chunks are not of their current text and model, oldest first."""
+@dataclass(frozen=True)
+class PendingKey:
+    """A page that needs a run, as the pages sensor sees it: no document, just what a run needs."""
+
+    partition_key: str
+    tenant_id: str
+    partition_seq: int
+    content_hash: str
+
+
+_PROCESSABLE = "status IN ('fetched', 'not_modified') AND partition_registered"
+_MODEL_DIFFERS = "(processed_model < %(model)s OR processed_model > %(model)s OR processed_model IS NULL)"
+
+
+def pending_pages(
+    conn: psycopg.Connection,
+    embedding_model: str,
+    *,
+    pages_per_tenant: int,
+    max_tenants: int,
+    exclude_tenants: Collection[str] = (),
+) -> list[PendingKey]:
+    """Pages whose stored chunks are not of their current text and model, chosen fairly.
+
+    Tenants are taken oldest pending registration first (at most `max_tenants`, leaving out
+    `exclude_tenants`), and from each at most `pages_per_tenant` pages in registration order, so one
+    tenant's backlog never hides another's work. Reads keys, tenant, order and hash, never documents;
+    with nothing pending it is two empty index scans (migration 0009).
+    """
     rows = conn.execute(
-        """
-        SELECT partition_key, tenant_id, website_id, url, content_hash, document
-        FROM pages
-        WHERE status IN ('fetched', 'not_modified') AND partition_registered
-          AND (content_hash IS DISTINCT FROM processed_hash OR processed_model IS DISTINCT FROM %s)
-        ORDER BY id
-        LIMIT %s
+        f"""
+        WITH pending AS (
+            SELECT tenant_id, partition_seq FROM pages
+             WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash
+            UNION ALL
+            SELECT tenant_id, partition_seq FROM pages WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS}
+        ), tenants AS (
+            SELECT tenant_id, min(partition_seq) AS oldest FROM pending
+             WHERE tenant_id <> ALL(%(exclude)s)
+             GROUP BY tenant_id ORDER BY oldest LIMIT %(max_tenants)s
+        )
+        SELECT p.partition_key, p.tenant_id, p.partition_seq, p.content_hash
+        FROM tenants t CROSS JOIN LATERAL (
+            SELECT partition_key, tenant_id, partition_seq, content_hash FROM pages
+             WHERE tenant_id = t.tenant_id AND {_PROCESSABLE}
+               AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS})
+             ORDER BY partition_seq LIMIT %(per_tenant)s
+        ) p
+        ORDER BY t.oldest, p.partition_seq
         """,
-        (embedding_model, limit),
+        {
+            "model": embedding_model, "exclude": list(exclude_tenants),
+            "max_tenants": max_tenants, "per_tenant": pages_per_tenant,
+        },
     ).fetchall()
-    return [PendingPage(**r) for r in rows]
+    return [PendingKey(**r) for r in rows]
 
 
 def load_pages(conn: psycopg.Connection, partition_keys: list[str]) -> dict[str, PendingPage]:

@@ -1,41 +1,175 @@
-from pilito_pipeline.defs.sensors import page_ranges
-from pilito_pipeline.store.pages import PendingPage
+"""Choosing page runs: fair per tenant, contiguous in partition order, one active run per tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+from dagster._core.storage import tags as dagster_tags
+from dagster._core.test_utils import create_run_for_test
+
+from pilito_pipeline.defs.partitions import (
+    MAX_RETRIES_TAG,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    TENANT_PAGES_TAG,
+    page_run_tags,
+    pages_partitions,
+    register_page_partitions,
+)
+from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE
+from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
+from pilito_pipeline.defs.sensors import first_ranges, pending_pages_sensor
+from pilito_pipeline.store.db import connect
+from pilito_pipeline.store.pages import PageRecord, PendingKey, mark_pages_processed, pending_pages, record_page
+from pilito_pipeline.store.websites import register_website
+
+MODEL = "all-MiniLM-L6-v2"
 
 
-def pending(key: str, tenant: str, content_hash: str = "h") -> PendingPage:
-    return PendingPage(key, tenant, 1, f"http://x/{key}", content_hash, {})
+def pending(key: str, tenant: str, seq: int, content_hash: str = "h") -> PendingKey:
+    return PendingKey(key, tenant, seq, content_hash)
 
 
 def keys(ranges) -> list[tuple[str, list[str]]]:
     return [(r.tenant_id, [p.partition_key for p in r.pages]) for r in ranges]
 
 
-def test_ranges_never_cover_a_page_that_is_not_pending_or_of_another_tenant() -> None:
-    order = ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]
-    pages = [pending("p1", "a"), pending("p2", "a"), pending("p4", "a"), pending("p5", "b"), pending("p6", "a")]
-    assert keys(page_ranges(pages, order)) == [
-        ("a", ["p1", "p2"]),  # p3 is not pending: the range stops
-        ("a", ["p4"]),
-        ("b", ["p5"]),  # tenant changes: a new range (and a new tenant tag)
-        ("a", ["p6"]),
-    ]
+def test_a_range_stops_at_a_gap_in_registration_order() -> None:
+    pages = [pending("p1", "a", 1), pending("p2", "a", 2), pending("p4", "a", 4), pending("p3", "b", 3)]
+    # p3 (tenant b) lies between p2 and p4 in partition order: a's range stops before it.
+    assert keys(first_ranges(pages)) == [("a", ["p1", "p2"]), ("b", ["p3"])]
 
 
-def test_ranges_are_capped_and_follow_partition_order_not_id_order() -> None:
-    order = ["p9", "p3", "p4", "p8"]
-    pages = [pending(k, "a") for k in ("p3", "p4", "p8", "p9")]
-    assert keys(page_ranges(pages, order, max_pages=3)) == [("a", ["p9", "p3", "p4"]), ("a", ["p8"])]
+def test_ranges_follow_registration_order_not_ids_and_are_capped() -> None:
+    pages = [pending("p9", "a", 10), pending("p3", "a", 11), pending("p4", "a", 12), pending("p8", "a", 13)]
+    assert keys(first_ranges(pages, max_pages=3)) == [("a", ["p9", "p3", "p4"])]
 
 
-def test_run_key_changes_with_page_text_and_retry_window() -> None:
-    (first,) = page_ranges([pending("p1", "a", "h1")], ["p1"])
-    (changed,) = page_ranges([pending("p1", "a", "h2")], ["p1"])
+def test_one_range_per_tenant_oldest_registration_first() -> None:
+    pages = [pending("p5", "late", 5), pending("p1", "early", 1), pending("p6", "late", 6)]
+    assert keys(first_ranges(pages)) == [("early", ["p1"]), ("late", ["p5", "p6"])]
+
+
+def test_run_key_changes_with_page_text_model_and_generation() -> None:
+    (first,) = first_ranges([pending("p1", "a", 1, "h1")])
+    (changed,) = first_ranges([pending("p1", "a", 1, "h2")])
+    (other_model,) = first_ranges([pending("p1", "a", 1, "h1")], embedding_model="model-b")
     assert first.run_key(1) == first.run_key(1)
     assert first.run_key(1) != changed.run_key(1)
+    assert first.run_key(1) != other_model.run_key(1)
     assert first.run_key(1) != first.run_key(2)
 
 
-def test_run_key_changes_with_the_embedding_model() -> None:
-    (old,) = page_ranges([pending("p1", "a")], ["p1"], embedding_model="model-a")
-    (new,) = page_ranges([pending("p1", "a")], ["p1"], embedding_model="model-b")
-    assert old.run_key(1) != new.run_key(1)
+def test_range_tags_are_the_ones_dagster_reads() -> None:
+    """Dagster 1.13 has no public RunRequest argument for a range: if it renames its tags, this fails."""
+    assert PARTITION_RANGE_START_TAG == dagster_tags.ASSET_PARTITION_RANGE_START_TAG
+    assert PARTITION_RANGE_END_TAG == dagster_tags.ASSET_PARTITION_RANGE_END_TAG
+    assert MAX_RETRIES_TAG == dagster_tags.MAX_RETRIES_TAG
+    request = dg.RunRequest(tags=page_run_tags("acme", "p3", "p9"))
+    assert request.partition_key_range == dg.PartitionKeyRange("p3", "p9")
+
+
+# --- against the database and a real Dagster instance ---------------------------------------------
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def add_pages(database_url: str, instance: dg.DagsterInstance, tenant: str, count: int) -> list[str]:
+    """`count` fetched pages of a new site of `tenant`, registered as partitions in one batch."""
+    with connect(database_url) as conn:
+        website_id = register_website(conn, tenant, f"https://{tenant}.example/").id
+        page_keys = [
+            record_page(
+                conn, tenant, website_id,
+                PageRecord(url=f"https://{tenant}.example/{i}", depth=1, status="fetched",
+                           document={"title": str(i)}, content_hash=f"{tenant}-{i}"),
+            )[0]
+            for i in range(count)
+        ]
+        register_page_partitions(instance, conn, page_keys)
+        conn.commit()
+    return page_keys
+
+
+def test_pending_pages_are_chosen_per_tenant_oldest_first_and_bounded(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    big = add_pages(database_url, instance, "big", 30)
+    small = add_pages(database_url, instance, "small", 3)
+    with connect(database_url) as conn:
+        chosen = pending_pages(conn, MODEL, pages_per_tenant=10, max_tenants=10)
+        assert [p.partition_key for p in chosen] == big[:10] + small  # the big backlog hides no one
+        assert [p.tenant_id for p in pending_pages(conn, MODEL, pages_per_tenant=10, max_tenants=1)] == ["big"] * 10
+        assert pending_pages(conn, MODEL, pages_per_tenant=10, max_tenants=10, exclude_tenants=["big"]) == chosen[10:]
+
+        mark_pages_processed(conn, {key: f"small-{i}" for i, key in enumerate(small)}, MODEL)
+        assert {p.tenant_id for p in pending_pages(conn, MODEL, pages_per_tenant=50, max_tenants=10)} == {"big"}
+        # A new embedding model makes processed pages pending again.
+        chosen = pending_pages(conn, "another-model", pages_per_tenant=50, max_tenants=10)
+        assert {p.partition_key for p in chosen} == set(big + small)
+
+
+def test_registration_order_matches_dagsters_even_for_a_key_left_registered(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    first = add_pages(database_url, instance, "a", 3)
+    add_pages(database_url, instance, "b", 2)
+    with connect(database_url) as conn:  # a registration whose transaction never committed
+        conn.execute("UPDATE pages SET partition_registered = false WHERE partition_key = %s", (first[0],))
+        conn.commit()
+        register_page_partitions(instance, conn, [first[0]])
+        conn.commit()
+        ours = [r["partition_key"] for r in conn.execute(
+            "SELECT partition_key FROM pages WHERE partition_registered ORDER BY partition_seq")]
+    assert ours == instance.get_dynamic_partitions(pages_partitions.name)
+
+
+def sensor_requests(database_url: str, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor,
+        resources={"database": DatabaseResource(database_url=database_url), "embedder": EmbeddingResource()},
+    )
+    return pending_pages_sensor(context)
+
+
+def test_a_tenant_with_a_page_run_queued_or_running_gets_no_other(database_url: str, instance: dg.DagsterInstance) -> None:
+    add_pages(database_url, instance, "a", 4)
+    add_pages(database_url, instance, "b", 2)
+    result = sensor_requests(database_url, instance)
+    assert [r.tags[TENANT_PAGES_TAG] for r in result.run_requests] == ["a", "b"]
+    assert result.cursor == "1"
+    first_a = result.run_requests[0]
+    assert first_a.partition_key_range == dg.PartitionKeyRange(*sorted_keys(instance)[0:4:3])
+
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=first_a.tags, status=dg.DagsterRunStatus.STARTED)
+    more = add_pages(database_url, instance, "a", 2)  # a's site grows while its run is queued
+    result = sensor_requests(database_url, instance, cursor="1")
+    assert [r.tags[TENANT_PAGES_TAG] for r in result.run_requests] == ["b"]
+    assert result.cursor == "2"
+    assert more  # a's new pages wait for its run to end, then go in the next one
+
+
+def sorted_keys(instance: dg.DagsterInstance) -> list[str]:
+    return instance.get_dynamic_partitions(pages_partitions.name)
+
+
+def test_a_failed_page_run_is_retried_after_a_delay_a_dead_one_at_once(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    add_pages(database_url, instance, "a", 2)
+    add_pages(database_url, instance, "b", 2)
+    requests = sensor_requests(database_url, instance).run_requests
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=requests[0].tags, status=dg.DagsterRunStatus.FAILURE)
+    create_run_for_test(
+        instance, job_name="__ASSET_JOB", tags={**requests[1].tags, RECOVERED_TAG: WORKER_GONE},
+        status=dg.DagsterRunStatus.FAILURE,
+    )
+    again = sensor_requests(database_url, instance, cursor="1").run_requests
+    assert [r.tags[TENANT_PAGES_TAG] for r in again] == ["b"]  # a waits RETRY_DELAY_SECONDS
+    assert again[0].run_key != requests[1].run_key
