@@ -13,7 +13,7 @@ import psycopg
 
 from pilito_pipeline.embed import EmbeddingProvider, embed_rows
 from pilito_pipeline.store.knowledge import KnowledgeRow, UpsertStats, upsert_sources
-from pilito_pipeline.store.websites import check_tenant_id
+from pilito_pipeline.store.tenants import check_tenant_id
 from pilito_pipeline.text import Chunk, chunk_faq, chunk_manual_text, tokenize
 
 

@@ -7,6 +7,7 @@ redirect targets); page bodies are handed to the caller and dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -195,15 +196,17 @@ class _Crawl:
         try:
             return self.fetch_page(url, key, depth, known)
         except FetchError as exc:
-            return CrawledPage(key, depth, exc.outcome, http_status=exc.http_status, reason=exc.reason), ()
+            return _unread(CrawledPage(key, depth, exc.outcome, http_status=exc.http_status, reason=exc.reason), known)
         except Exception as exc:  # a bug or a parser surprise must cost one page, not the crawl
             logger.exception("crawling %s failed unexpectedly", key)
-            return CrawledPage(key, depth, "failed", reason=f"internal error: {type(exc).__name__}: {exc}"), ()
+            page = CrawledPage(key, depth, "failed", reason=f"internal error: {type(exc).__name__}: {exc}")
+            return _unread(page, known)
 
     def fetch_page(self, url: str, key: str, depth: int, known: PageValidators | None) -> VisitResult:
         rules = self.robots_for(key)
-        if not rules.allows(key):
-            return CrawledPage(key, depth, "skipped", reason=rules.unreachable_reason or "disallowed by robots.txt"), ()
+        if not rules.allows(key):  # robots.txt changed or unreadable since the page was queued: not fetched
+            page = CrawledPage(key, depth, "failed", reason=rules.unreachable_reason or "disallowed by robots.txt")
+            return _unread(page, known)
         validators: dict[str, str] = {}
         if known and known.etag:
             validators["If-None-Match"] = known.etag
@@ -213,7 +216,7 @@ class _Crawl:
             status = response.status
             final_key = normalize_url(response.url)
             etag, last_modified = response.header("ETag"), response.header("Last-Modified")
-            if status == 304 and known is not None:
+            if status == 304 and known is not None and (known.etag or known.last_modified):
                 page = CrawledPage(
                     final_key, depth, "not_modified", http_status=status,
                     etag=etag or known.etag, last_modified=last_modified or known.last_modified,
@@ -223,7 +226,7 @@ class _Crawl:
             if status in (404, 410):
                 return CrawledPage(final_key, depth, "gone", http_status=status, reason=f"HTTP {status}"), ()
             if not 200 <= status < 300:
-                return CrawledPage(final_key, depth, "failed", http_status=status, reason=f"HTTP {status}"), ()
+                return _unread(CrawledPage(final_key, depth, "failed", http_status=status, reason=f"HTTP {status}"), known)
             content_type = response.header("Content-Type")
             kind = media_type(content_type)
             if kind and kind not in HTML_CONTENT_TYPES:
@@ -231,12 +234,12 @@ class _Crawl:
                     final_key, depth, "skipped", http_status=status, content_type=content_type,
                     reason=f"not HTML ({kind})",
                 )  # fmt: skip
-                return page, ()
+                return _unread(page, known)
             body = response.read(self.config.max_body_bytes)
             page_url = response.url
             robots_header = self.robots_header(response.header("X-Robots-Tag"))
         if not kind and not looks_like_html(body[:1024]):
-            return CrawledPage(final_key, depth, "skipped", http_status=status, reason="not HTML (no Content-Type)"), ()
+            return _unread(CrawledPage(final_key, depth, "skipped", http_status=status, reason="not HTML (no Content-Type)"), known)
         html = decode_html(body, content_type)
         del body
         found = extract_links(html, page_url)
@@ -280,6 +283,14 @@ class _Crawl:
             if not agent.strip() or agent.strip() == ours:
                 directives.add(directive.strip())
         return directives
+
+
+def _unread(page: CrawledPage, known: PageValidators | None) -> VisitResult:
+    """A page whose links could not be read this time (failed, or not HTML) contributes the links
+    stored by the last crawl, as a 304 does: an outage on a hub page must not hide the pages below
+    it, which would then look unlinked. A 404/410 page contributes none."""
+    links = known.links if known is not None else ()
+    return dataclasses.replace(page, links=links), links
 
 
 def _normalized_or_none(url: str) -> str | None:

@@ -53,8 +53,9 @@ class CrawlConfig:
 
 @dataclass(frozen=True)
 class PageValidators:
-    """What was stored about a URL by the last crawl: validators for a conditional request, and
-    the page's links so that an unchanged (304) page keeps feeding the frontier."""
+    """What was stored about a URL: validators for a conditional request (only while its document
+    is stored), and its last known links, so that an unchanged (304) page, or one that could not
+    be read this time (5xx, network error, not HTML), keeps feeding the frontier."""
 
     etag: str | None
     last_modified: str | None
@@ -63,7 +64,12 @@ class PageValidators:
 
 @dataclass(frozen=True)
 class CrawledPage:
-    """One URL's result; `reason` says why it was skipped, failed or gone (never secrets)."""
+    """One URL's result; `reason` says why it was skipped, failed or gone (never secrets).
+
+    `failed`: the page's state is unknown this time (5xx, network error, robots.txt unreadable).
+    `skipped`: the page answered but must not be indexed (noindex, not HTML, too large, redirected
+    away). `links` are the links the page contributes: its own when read, else the last known ones.
+    """
 
     url: str
     depth: int

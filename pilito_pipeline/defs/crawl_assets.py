@@ -2,8 +2,9 @@
 
 Fetches the site (crawl/), extracts each HTML page's document (text/), stores pages as they come,
 and registers pages with new text as `pages` partitions in batches, so the pages sensor can launch
-chunk/embedding runs over contiguous key ranges. Pages gone from the site lose their chunks and
-their partition.
+chunk/embedding runs over contiguous key ranges. Pages gone from the site (on evidence, see
+`store.pages.retire_pages`) or now not to be indexed (`withdraw_skipped_pages`) lose their chunks,
+their intermediate values and their partition.
 """
 
 
@@ -121,16 +122,28 @@ def website_crawl(
             conn.commit()
             raise
 
-        # A crawl cut short by max_pages proves nothing about the pages it did not reach.
-        complete = sum(outcomes.values()) < website.max_pages
-        retired = page_store.retire_gone_pages(conn, website_id, started_at, include_unseen=complete)
-        deleted_chunks = delete_sources(conn, [(website.tenant_id, "website", key) for key in retired])
-        delete_partition_values(conn, retired)
-        progress = {**dict(outcomes), "retired": len(retired), "seconds": round(time.monotonic() - clock, 2)}
+        # Not reaching a page is evidence only when the crawl reached everything it should have:
+        # not cut short by max_pages, and no fetch failed (a failed hub hides the pages below it).
+        clean = sum(outcomes.values()) < website.max_pages and not outcomes["failed"]
+        retirement = page_store.retire_pages(
+            conn, website_id, started_at, clean=clean, confirms_hold=website.retirement_hold is not None
+        )
+        withdrawn = page_store.withdraw_skipped_pages(conn, website_id)
+        removed = [*retirement.retired, *withdrawn]
+        deleted_chunks = delete_sources(conn, [(website.tenant_id, "website", key) for key in removed])
+        delete_partition_values(conn, removed)
+        website_store.record_retirement_hold(conn, website_id, retirement.held)
+        progress = {
+            **dict(outcomes), "retired": len(retirement.retired), "withdrawn": len(withdrawn),
+            "seconds": round(time.monotonic() - clock, 2),
+            **({"retirement_held": retirement.held} if retirement.held else {}),
+        }
         website_store.mark_crawl_finished(conn, website_id, started_at, progress)
         conn.commit()
+    if retirement.held:
+        context.log.warning(f"{website.url}: {retirement.held}")
 
-    for key in retired:  # after commit: a retired page's partition only goes once its chunks are gone
+    for key in removed:  # after commit: a page's partition only goes once its chunks are gone
         if context.instance.has_dynamic_partition(pages_partitions.name, key):
             context.instance.delete_dynamic_partition(pages_partitions.name, key)
 
@@ -140,7 +153,9 @@ def website_crawl(
             "tenant": website.tenant_id,
             "url": dg.MetadataValue.url(website.url),
             **{f"pages_{name}": dg.MetadataValue.int(n) for name, n in sorted(outcomes.items())},
-            "pages_retired": dg.MetadataValue.int(len(retired)),
+            "pages_retired": dg.MetadataValue.int(len(retirement.retired)),
+            "pages_withdrawn": dg.MetadataValue.int(len(withdrawn)),
+            "retirement_held": dg.MetadataValue.text(retirement.held or "no"),
             "chunks_deleted": dg.MetadataValue.int(deleted_chunks),
             "duration_s": dg.MetadataValue.float(progress["seconds"]),
         }

@@ -24,7 +24,6 @@ INVALID by a build that crashed or was cancelled is dropped and rebuilt by the n
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +32,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from pilito_pipeline.store.db import connect
+from pilito_pipeline.store.tenants import check_tenant_id
 
 DEFAULT_MIN_CHUNKS = 20_000
 SHRINK_FRACTION = 0.5
@@ -44,7 +44,6 @@ HNSW_EF_CONSTRUCTION = 64
 BUILD_MAINTENANCE_WORK_MEM = "512MB"
 """Session setting during a build: HNSW builds fast while the graph fits in maintenance_work_mem."""
 
-_TENANT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # Index name -> is it valid? (NULL when no such index exists), for names in the search path.
 _INDEX_STATE_SQL = """
@@ -63,12 +62,6 @@ SELECT EXISTS (
                                              AND i.indrelid = 'tenant_knowledge'::regclass
                         WHERE i.indisvalid IS NOT TRUE))
 """
-
-
-def check_tenant_id(tenant_id: str) -> None:
-    """Raise ValueError unless `tenant_id` matches ^[A-Za-z0-9_.-]{1,64}$ (the schema's rule)."""
-    if not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
-        raise ValueError(f"invalid tenant id {tenant_id!r}: expected ^[A-Za-z0-9_.-]{{1,64}}$")
 
 
 def ann_index_names(tenant_id: str) -> tuple[str, ...]:

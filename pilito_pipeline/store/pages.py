@@ -58,14 +58,18 @@ def page_id_from_partition_key(key: str) -> int:
 
 
 def stored_validators(conn: psycopg.Connection, website_id: int, url: str) -> StoredValidators | None:
-    """Validators of the last successful fetch, for a conditional request."""
+    """What the last crawls stored about `url`: its last known links, and the validators of its
+    last successful fetch (only while that fetch's document is stored, so a 304 has one to keep)."""
     row = conn.execute(
-        "SELECT etag, last_modified, links FROM pages"
-        " WHERE website_id = %s AND url = %s AND status IN ('fetched', 'not_modified')",
+        "SELECT etag, last_modified, links,"
+        " status IN ('fetched', 'not_modified') AND document IS NOT NULL AS conditional"
+        " FROM pages WHERE website_id = %s AND url = %s",
         (website_id, url),
     ).fetchone()
     if row is None:
         return None
+    if not row["conditional"]:
+        return StoredValidators(None, None, tuple(row["links"]))
     return StoredValidators(row["etag"], row["last_modified"], tuple(row["links"]))
 
 
@@ -85,10 +89,13 @@ def record_page(
 ) -> tuple[str, bool]:
     """Upsert one crawl outcome; return (partition key, whether its partition must be registered).
 
-    A 304 keeps the stored document and hash; a skipped/failed fetch keeps the last good document
-    and its chunks (nothing already stored is lost) and records why.
+    A 304 keeps the stored document and hash. A failed fetch (state unknown) keeps the last good
+    document, and so does a 404/410 until the crawl decides to retire it (`retire_pages`). A
+    skipped page (noindex, duplicate, not HTML, unextractable) drops its document: its chunks go
+    with `withdraw_skipped_pages`. The links stored are the ones the crawler says the page has;
+    a 404/410 keeps its last links too, in case the mass-deletion guard keeps the page.
     """
-    keeps_document = page.status in ("not_modified", "skipped", "failed")
+    keeps_document = page.status in ("not_modified", "failed", "gone")
     row = conn.execute(
         """
         INSERT INTO pages AS p (tenant_id, website_id, url, status, failure_reason, http_status,
@@ -104,7 +111,7 @@ def record_page(
             depth = LEAST(p.depth, EXCLUDED.depth),
             etag = CASE WHEN %(keep)s THEN p.etag ELSE EXCLUDED.etag END,
             last_modified = CASE WHEN %(keep)s THEN p.last_modified ELSE EXCLUDED.last_modified END,
-            links = CASE WHEN %(keep)s THEN p.links ELSE EXCLUDED.links END,
+            links = CASE WHEN EXCLUDED.status = 'gone' THEN p.links ELSE EXCLUDED.links END,
             title = COALESCE(CASE WHEN %(keep)s THEN p.title ELSE EXCLUDED.title END, p.title),
             language = COALESCE(CASE WHEN %(keep)s THEN p.language ELSE EXCLUDED.language END, p.language),
             document = CASE WHEN %(keep)s THEN p.document ELSE EXCLUDED.document END,
@@ -147,27 +154,113 @@ def mark_partitions_registered(conn: psycopg.Connection, partition_keys: list[st
     )
 
 
-def retire_gone_pages(
-    conn: psycopg.Connection, website_id: int, crawl_started_at: datetime, *, include_unseen: bool
-) -> list[str]:
-    """Retire pages answered 404/410 and, after a complete crawl, pages it no longer reached.
+RETIREMENT_GUARD_SHARE = 0.30
+"""A crawl that would retire more than this share of a site's live pages (404/410 included: a
+broken deploy answers 404 everywhere) retires none; the next crawl, if it confirms, does."""
 
-    Returns the partition keys of pages retired now (their chunks and partitions must go).
+
+@dataclass(frozen=True)
+class Retirement:
+    """What a crawl's end did with the pages it found gone or no longer linked."""
+
+    retired: list[str]
+    """Partition keys retired now: their chunks, asset values and partitions must go."""
+    candidates: int
+    """Live pages the crawl found gone (404/410) or, after a clean crawl, unlinked."""
+    live: int
+    """Pages holding a document before the crawl's decision."""
+    held: str | None = None
+    """Why nothing was retired although there were candidates (the mass-deletion guard)."""
+
+
+def retire_pages(
+    conn: psycopg.Connection,
+    website_id: int,
+    crawl_started_at: datetime,
+    *,
+    clean: bool,
+    confirms_hold: bool,
+    max_share: float = RETIREMENT_GUARD_SHARE,
+) -> Retirement:
+    """Retire pages on evidence only: those the crawl found 404/410 and, when the crawl was `clean`
+    (reached everything it should, no failed fetch), those it no longer reached.
+
+    When that would retire more than `max_share` of the site's live pages, nothing is retired
+    unless `confirms_hold` (the previous crawl was held for the same reason): the 404/410 pages are
+    kept as `failed` and the reason returned. Pages without a document are retired freely.
     """
+    live_gone = "status = 'gone' AND document IS NOT NULL"
+    live_unseen = "%(clean)s AND status <> 'gone' AND last_seen_at < %(started)s AND document IS NOT NULL"
+    params = {"website": website_id, "clean": clean, "started": crawl_started_at}
+    counts = conn.execute(
+        f"""
+        SELECT count(*) FILTER (WHERE document IS NOT NULL) AS live,
+               count(*) FILTER (WHERE ({live_gone}) OR ({live_unseen})) AS candidates
+        FROM pages WHERE website_id = %(website)s
+        """,
+        params,
+    ).fetchone()
+    live, candidates = counts["live"], counts["candidates"]
+    if candidates > max_share * live and not confirms_hold:
+        held = (
+            f"retirement held: this crawl would retire {candidates} of {live} live pages"
+            f" (more than {max_share:.0%}); the next crawl retires them if it finds the same"
+        )
+        conn.execute(
+            f"""
+            UPDATE pages SET status = 'failed', failure_reason = COALESCE(failure_reason || ' ', '') || '(' || %(held)s || ')',
+                   updated_at = now()
+            WHERE website_id = %(website)s AND {live_gone}
+            """,
+            {**params, "held": held},
+        )
+        return Retirement([], candidates, live, held)
     rows = conn.execute(
         """
         UPDATE pages SET status = 'gone',
-               failure_reason = COALESCE(failure_reason, 'no longer reachable from the site'),
-               document = NULL, content_hash = NULL, processed_hash = NULL, processed_model = NULL,
-               partition_registered = false, updated_at = now()
-        WHERE website_id = %s
-          AND (status = 'gone' OR (%s AND last_seen_at < %s))
-          AND (status <> 'gone' OR partition_registered OR processed_hash IS NOT NULL)
+               failure_reason = CASE WHEN status = 'gone' THEN failure_reason
+                                     ELSE 'no longer linked from the site' END,
+               links = '{}', document = NULL, content_hash = NULL, processed_hash = NULL,
+               processed_model = NULL, partition_registered = false, updated_at = now()
+        WHERE website_id = %(website)s
+          AND ((status = 'gone' AND (document IS NOT NULL OR partition_registered OR processed_hash IS NOT NULL))
+               OR (%(clean)s AND status <> 'gone' AND last_seen_at < %(started)s))
         RETURNING partition_key
         """,
-        (website_id, include_unseen, crawl_started_at),
+        params,
+    ).fetchall()
+    return Retirement([r["partition_key"] for r in rows], candidates, live)
+
+
+def withdraw_skipped_pages(conn: psycopg.Connection, website_id: int) -> list[str]:
+    """Pages that now answer with content not to index (noindex, a duplicate of another URL, not
+    HTML, unextractable) stop being processed; returns their keys (their chunks, asset values and
+    partitions must go). Withdrawn at once: the page itself said so."""
+    rows = conn.execute(
+        """
+        UPDATE pages SET partition_registered = false, processed_hash = NULL, processed_model = NULL,
+               updated_at = now()
+        WHERE website_id = %s AND status = 'skipped' AND (partition_registered OR processed_hash IS NOT NULL)
+        RETURNING partition_key
+        """,
+        (website_id,),
     ).fetchall()
     return [r["partition_key"] for r in rows]
+
+
+def count_chunks_without_live_page(conn: psycopg.Connection, partition_keys: list[str] | None = None) -> int:
+    """Website chunks whose page is missing, another tenant's, or holds no document (gone, skipped),
+    among `partition_keys` (every page when None)."""
+    row = conn.execute(
+        """
+        SELECT count(*) AS n FROM tenant_knowledge k
+        WHERE k.chunk_type = 'website' AND (%(keys)s::text[] IS NULL OR k.source_id = ANY(%(keys)s))
+          AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.partition_key = k.source_id
+                          AND p.tenant_id = k.tenant_id AND p.document IS NOT NULL)
+        """,
+        {"keys": partition_keys},
+    ).fetchone()
+    return int(row["n"])
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-class InvalidTenantId(ValueError):
-    """Tenant ids are short identifiers (letters, digits, `_ . -`): they end up in keys and tags."""
-
-
-def check_tenant_id(tenant_id: str) -> str:
-    if not TENANT_ID_PATTERN.match(tenant_id or ""):
-        raise InvalidTenantId(f"invalid tenant id {tenant_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
-    return tenant_id
+from pilito_pipeline.store.tenants import check_tenant_id
 
 
 @dataclass(frozen=True)
@@ -39,6 +29,8 @@ class Website:
     last_error: str | None = None
     last_crawled_at: datetime | None = None
     crawl_requested_at: datetime | None = None
+    retirement_hold: str | None = None
+    """Why the last crawl retired nothing although it found many pages gone (see `retire_pages`)."""
 
     @property
     def partition_key(self) -> str:
@@ -58,7 +50,7 @@ def website_id_from_partition_key(key: str) -> int:
 _COLUMNS = (
     "id, tenant_id, url, max_pages, max_depth, include_patterns, exclude_patterns,"
     " include_subdomains, recrawl_interval, status, progress, last_error, last_crawled_at,"
-    " crawl_requested_at"
+    " crawl_requested_at, retirement_hold"
 )
 
 
@@ -184,6 +176,11 @@ def mark_crawl_finished(
         """,
         ("failed" if error else "ready", Jsonb(progress), error, started_at, website_id),
     )
+
+
+def record_retirement_hold(conn: psycopg.Connection, website_id: int, reason: str | None) -> None:
+    """Remember (or clear, with None) why the crawl just finished retired nothing."""
+    conn.execute("UPDATE websites SET retirement_hold = %s WHERE id = %s", (reason, website_id))
 
 
 def request_crawl_again(conn: psycopg.Connection, website_id: int, consumed_at: datetime, reason: str) -> bool:
