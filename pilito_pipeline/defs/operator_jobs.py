@@ -12,7 +12,8 @@ import dagster as dg
 from pydantic import Field
 
 from pilito_pipeline.crawl import check_url_safe, normalize_url
-from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource
+from pilito_pipeline.defs.resources import DatabaseResource
+from pilito_pipeline.settings import settings_from_env
 from pilito_pipeline.store.websites import check_tenant_id, register_website
 
 NO_RUN_RETRIES = {"dagster/max_retries": "0"}
@@ -39,11 +40,12 @@ def register_website_op(
     context: dg.OpExecutionContext,
     config: RegisterWebsiteConfig,
     database: DatabaseResource,
-    crawler: CrawlerResource,
 ) -> dg.Output:
     try:
         tenant_id = check_tenant_id(config.tenant_id)
-        check_url_safe(config.url, tuple(crawler.allowed_hosts))  # before normalising drops user:pass@
+        # The allow-list comes from the environment, as for the CLI: not from run config, which
+        # the launchpad could edit. Checked before normalising drops user:pass@.
+        check_url_safe(config.url, settings_from_env().crawl_allowed_hosts)
         url = normalize_url(config.url)
     except ValueError as exc:  # UnsafeURLError, InvalidTenantId, a malformed URL
         raise dg.Failure(description=f"website not registered: {exc}", allow_retries=False) from exc

@@ -14,13 +14,13 @@ from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import list_websites, websites_awaiting_crawl
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
-def job_resources(database_url: str) -> dict[str, Any]:
-    return {
-        "database": DatabaseResource(database_url=database_url),
-        "crawler": CrawlerResource(allowed_hosts=["127.0.0.1"]),
-    }
+def job_resources(database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("CRAWL_ALLOWED_HOSTS", "127.0.0.1")
+    return {"database": DatabaseResource(database_url=database_url)}
 
 
 def run_job(resources: dict[str, Any], **config: Any) -> dg.ExecuteInProcessResult:
@@ -48,9 +48,9 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
     ],
 )
 def test_refused_url_fails_the_run_with_the_reason(
-    job_resources: dict[str, Any], database_url: str, url: str, reason: str
+    job_resources: dict[str, Any], database_url: str, url: str, reason: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_resources["crawler"] = CrawlerResource(allowed_hosts=[])
+    monkeypatch.delenv("CRAWL_ALLOWED_HOSTS")
     result = run_job(job_resources, tenant_id="acme", url=url)
     assert not result.success
     message = failure_message(result)
@@ -91,6 +91,16 @@ def test_run_config_is_typed_for_the_launchpad(job_resources: dict[str, Any]) ->
     """The launchpad shows the fields with their types; a wrong type is refused before any run."""
     with pytest.raises(dg.DagsterInvalidConfigError):
         run_job(job_resources, tenant_id="acme", url="http://127.0.0.1/", max_pages="many")
+
+
+def test_the_allow_list_comes_from_the_environment_not_resource_config(
+    job_resources: dict[str, Any], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launchpad can edit the crawler resource's config; the op's SSRF allow-list is the environment's."""
+    monkeypatch.delenv("CRAWL_ALLOWED_HOSTS")
+    job_resources["crawler"] = CrawlerResource(allowed_hosts=["10.0.0.0/8"])
+    result = run_job(job_resources, tenant_id="acme", url="http://10.0.0.5/")
+    assert not result.success and "private" in failure_message(result)
 
 
 def test_job_is_not_retried_by_run_retries() -> None:
