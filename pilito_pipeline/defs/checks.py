@@ -13,6 +13,7 @@ import psycopg
 from pilito_pipeline.defs.page_assets import chunk_embeddings
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.store import checks as store_checks
+from pilito_pipeline.store.pages import count_chunks_without_live_page
 
 
 def _zero(database: DatabaseResource, count: Callable[[psycopg.Connection], int], what: str) -> dg.AssetCheckResult:
@@ -49,3 +50,15 @@ def embeddings_match_model(database: DatabaseResource, embedder: EmbeddingResour
 @dg.asset_check(asset=chunk_embeddings, description="Every page processed for its current text has chunks.")
 def processed_pages_have_chunks(database: DatabaseResource) -> dg.AssetCheckResult:
     return _zero(database, store_checks.count_completed_pages_without_chunks, "processed pages without chunks")
+
+
+@dg.asset_check(asset=chunk_embeddings, description="No website chunk belongs to a page that is not live (gone, skipped, missing).")
+def no_chunks_of_removed_pages(database: DatabaseResource) -> dg.AssetCheckResult:
+    with database.connect() as conn:
+        found = count_chunks_without_live_page(conn)
+    return dg.AssetCheckResult(
+        passed=found == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{found} chunks whose page is not live" if found else None,
+        metadata={"count": found},
+    )

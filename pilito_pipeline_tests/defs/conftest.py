@@ -11,6 +11,7 @@ import pytest
 
 from pilito_pipeline.defs.checks import (
     embeddings_match_model,
+    no_chunks_of_removed_pages,
     no_duplicate_chunks,
     no_orphan_chunks,
     processed_pages_have_chunks,
@@ -26,7 +27,8 @@ from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import register_website
 
 PAGE_ASSETS = [page_content, page_chunks, chunk_embeddings]
-KNOWLEDGE_CHECKS = [no_duplicate_chunks, no_orphan_chunks, embeddings_match_model, processed_pages_have_chunks]
+KNOWLEDGE_CHECKS = [no_duplicate_chunks, no_orphan_chunks, embeddings_match_model, processed_pages_have_chunks,
+                    no_chunks_of_removed_pages]
 
 
 @pytest.fixture(scope="module")

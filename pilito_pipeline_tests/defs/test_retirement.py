@@ -282,3 +282,54 @@ def test_a_held_retirement_is_dropped_when_the_site_recovers(
     assert all(live and status == "fetched" for status, live in page_states(database_url).values())
     with connect(database_url) as conn:
         assert get_website(conn, website_id).retirement_hold is None
+
+
+def test_pages_that_turn_noindex_duplicate_non_html_or_unextractable_lose_their_chunks(
+    database_url: str, mutable_site: MutableSite, instance: dg.DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """Before: recorded `skipped` but kept their chunks and values, searchable forever."""
+    hub_site(mutable_site, sections=2, leaves_per_section=3)  # 9 pages
+    with connect(database_url) as conn:
+        register_website(conn, "hubs", mutable_site.url("/"))
+        conn.commit()
+    run_sensors_and_runs(instance, resources)
+    with connect(database_url) as conn:
+        keys = {"/" + r["url"].split("/", 3)[3]: r["partition_key"] for r in conn.execute("SELECT url, partition_key FROM pages")}
+    chunks_before, pages_with_chunks = knowledge_counts(database_url)
+    assert pages_with_chunks == 9
+
+    twin = mutable_site.serve(SeenRequest("/s0/l2", {}, 0.0))
+    mutable_site.answer("/s0/l0", Response(200, {"Content-Type": HTML}, (
+        b'<html><head><meta name="robots" content="noindex"></head><body><main><p>'
+        + page_text("/s0/l0").encode() + b"</p></main></body></html>")))
+    mutable_site.answer("/s0/l1", twin)  # the same text as /s0/l2, which already holds it
+    mutable_site.answer("/s1/l0", Response(200, {"Content-Type": "application/pdf"}, b"%PDF-1.7 ..."))
+    mutable_site.answer("/s1/l1", Response(200, {"Content-Type": HTML}, b"<html><body><p>Soon.</p></body></html>"))
+    with connect(database_url) as conn:
+        register_website(conn, "hubs", mutable_site.url("/"))  # a re-crawl request
+        conn.commit()
+    launched = run_sensors_and_runs(instance, resources)  # the page runs' checks include no_chunks_of_removed_pages
+
+    removed = [keys[p] for p in ("/s0/l0", "/s0/l1", "/s1/l0", "/s1/l1")]
+    assert launched["page_runs"] == 0
+    with connect(database_url) as conn:
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM tenant_knowledge WHERE source_id = ANY(%(k)s)) AS chunks,"
+            " (SELECT count(*) FROM asset_values WHERE partition_key = ANY(%(k)s)) AS asset_values,"
+            " (SELECT count(*) FROM pages WHERE partition_key = ANY(%(k)s) AND status = 'skipped'"
+            "   AND document IS NULL AND processed_hash IS NULL AND NOT partition_registered) AS withdrawn",
+            {"k": removed},
+        ).fetchone()
+        assert count_chunks_without_live_page(conn) == 0
+    assert left == {"chunks": 0, "asset_values": 0, "withdrawn": 4}
+    assert knowledge_counts(database_url)[1] == 5
+    assert not set(removed) & set(instance.get_dynamic_partitions(pages_partitions.name))
+
+    launched = run_sensors_and_runs(instance, resources)  # they are not pending either
+    assert launched == {"crawl_runs": 0, "page_runs": 0, "embeddings_computed": 0, "embeddings_reused": 0}
+
+    with connect(database_url) as conn:
+        register_website(conn, "hubs", mutable_site.url("/"))  # the owner undoes it: indexed again
+        conn.commit()
+    launched = run_sensors_and_runs(instance, resources)
+    assert launched["page_runs"] == 1 and knowledge_counts(database_url) == (chunks_before, 9)
