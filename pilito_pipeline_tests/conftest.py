@@ -15,10 +15,18 @@ os.environ.setdefault("LC_ALL", "C.UTF-8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 
 TEMPLATE_DATABASE = "pilito_template"
+
+# Property tests check properties, not speed: Hypothesis' default 200 ms deadline per example (and its
+# too-slow health check) would turn a loaded machine's slowness into failures.
+hypothesis_settings.register_profile("pilito", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("pilito")
 
 
 @pytest.fixture(scope="session")

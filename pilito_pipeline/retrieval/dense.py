@@ -10,7 +10,9 @@ tenant's chunks, so recall is that of unfiltered HNSW; iterative scans
 (`hnsw.iterative_scan = relaxed_order`) still return `limit` rows when the chunk-type filter rejects
 some, and other plans are switched off for the statement. A tenant without a valid partial index
 gets the same answer by an exact scan (the planner has nothing else), only slower.
-`tenant_dense_plan` picks the plan from the registry of built indexes. A chunk's similarity is the
+`tenant_dense_plan` picks the plan from the registry of built indexes. Only vectors of `model` (the
+configured embedding model) are compared: after a model change, rows not yet re-embedded are left
+out, never ranked in another model's vector space. A chunk's similarity is the
 better of its full-text and TL;DR similarities.
 """
 
@@ -31,6 +33,7 @@ DensePlan = Literal["exact", "hnsw"]
 _ARM = """
 (SELECT id, {distance} AS distance FROM tenant_knowledge
   WHERE tenant_id = %(tenant)s AND chunk_type = ANY(%(types)s) AND NOT is_parent
+    AND embedding_model = %(model)s
     AND {column} IS NOT NULL
   ORDER BY distance LIMIT %(limit)s)
 """
@@ -65,6 +68,7 @@ def dense_search(
     vector: np.ndarray,
     limit: int,
     *,
+    model: str,
     plan: DensePlan,
     ef_search: int = 100,
 ) -> list[tuple[int, float]]:
@@ -77,22 +81,23 @@ def dense_search(
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         _set_plan(cur, plan, max(int(ef_search), int(limit)))
         # prepare=False: planned with the actual tenant id, so the partial index predicate matches.
-        cur.execute(_SQL[plan], _params(tenant_id, chunk_types, vector, limit), prepare=False)
+        cur.execute(_SQL[plan], _params(tenant_id, chunk_types, vector, limit, model), prepare=False)
         return [(int(chunk_id), float(similarity)) for chunk_id, similarity in cur.fetchall()]
 
 
 def explain_dense(conn: psycopg.Connection, tenant_id: str, chunk_types: Sequence[str], vector: np.ndarray,
-                  limit: int, *, plan: DensePlan, ef_search: int = 100) -> str:
+                  limit: int, *, model: str, plan: DensePlan, ef_search: int = 100) -> str:
     """The plan PostgreSQL runs for `dense_search` (EXPLAIN text), to check which index it uses."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         _set_plan(cur, plan, max(int(ef_search), int(limit)))
-        rows = cur.execute("EXPLAIN " + _SQL[plan], _params(tenant_id, chunk_types, vector, limit),
+        rows = cur.execute("EXPLAIN " + _SQL[plan], _params(tenant_id, chunk_types, vector, limit, model),
                            prepare=False).fetchall()
     return "\n".join(row[0] for row in rows)
 
 
-def _params(tenant_id: str, chunk_types: Sequence[str], vector: np.ndarray, limit: int) -> dict[str, object]:
-    return {"tenant": tenant_id, "types": list(chunk_types), "limit": int(limit),
+def _params(tenant_id: str, chunk_types: Sequence[str], vector: np.ndarray, limit: int,
+            model: str) -> dict[str, object]:
+    return {"tenant": tenant_id, "types": list(chunk_types), "limit": int(limit), "model": model,
             "vector": HalfVector(np.asarray(vector, dtype=np.float32))}
 
 

@@ -265,7 +265,7 @@ class Retriever:
                     if vector is not None:
                         with watch.stage("dense"):
                             dense, ok = self._stage(conn, method, "dense", degradations, lambda c, g=group: dense_search(
-                                c, tenant_id, g.chunk_types, vector, dense_k, plan=plan,
+                                c, tenant_id, g.chunk_types, vector, dense_k, model=self._get_embedder().model_name, plan=plan,
                                 ef_search=self.config.hnsw_ef_search))
                             used_dense |= ok
                     if production:

@@ -50,7 +50,7 @@ def https_port() -> Iterator[int]:
 
 def test_https_verified_for_the_host_name(https_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(TLS / "ca.pem"))
-    config = CrawlConfig(rate_limit_seconds=0, timeout_seconds=5, allowed_hosts=("127.0.0.1",))
+    config = CrawlConfig(rate_limit_seconds=0, timeout_seconds=60, allowed_hosts=("127.0.0.1",))
 
     (page,) = list(crawl_website(f"https://localhost:{https_port}/", config))
 
@@ -61,7 +61,7 @@ def test_https_verified_for_the_host_name(https_port: int, monkeypatch: pytest.M
 
 
 def test_untrusted_certificate_fails_the_page(https_port: int) -> None:
-    config = CrawlConfig(rate_limit_seconds=0, timeout_seconds=5, allowed_hosts=("127.0.0.1",))
+    config = CrawlConfig(rate_limit_seconds=0, timeout_seconds=60, allowed_hosts=("127.0.0.1",))
 
     with pytest.raises(CrawlAbortedError, match=r"robots.txt unreachable \(network error: SSLError"):
         list(crawl_website(f"https://localhost:{https_port}/", config))

@@ -58,7 +58,8 @@ def test_persistent_5xx_and_429_become_provider_unavailable(embedding_server: Em
 
 
 def test_timeouts_and_refused_connections_are_provider_unavailable(embedding_server: EmbeddingServer) -> None:
-    embedding_server.fail_next(Failure(200, delay_seconds=1.0))
+    # The answer comes a minute after the client's 0.2 s timeout: no scheduling delay can beat that.
+    embedding_server.fail_next(Failure(200, delay_seconds=60.0))
     with pytest.raises(ProviderUnavailable, match="timed out"):
         provider(embedding_server, timeout_seconds=0.2, max_retries=0).embed(["slow"])
     with pytest.raises(ProviderUnavailable, match="could not connect"):

@@ -57,7 +57,7 @@ def corpus(database_url: str, embedder) -> dict[str, dict[int, str]]:
 
 def make_retriever(database_url: str, embedder, **config) -> Retriever:
     return Retriever(database_url, embedder=embedder, flags=FeatureFlags(""), config=RetrievalConfig(**config),
-                     pool_size=2, pool_timeout_seconds=2)
+                     pool_size=2, pool_timeout_seconds=60)  # generous: a loaded machine connects slowly
 
 
 def urls(chunks) -> list[str | None]:
@@ -179,7 +179,7 @@ def test_unloadable_rerank_model_keeps_fused_order(database_url: str, embedder, 
 def test_flags_switch_paths(database_url: str, embedder, corpus, redis_url: str, redis_prefix: str,
                             tiny_cross_encoder: Path) -> None:
     flags = FeatureFlags(redis_url, key_prefix=redis_prefix, cache_seconds=0)
-    retriever = Retriever(database_url, embedder=embedder, flags=flags, pool_size=2)
+    retriever = Retriever(database_url, embedder=embedder, flags=flags, pool_size=2, pool_timeout_seconds=60)
     assert retriever.retrieve_context("scholarships", "school").retrieval_method == "hybrid"
     flags.set_flag("rerank_model", str(tiny_cross_encoder))
     flags.set_flag("rerank_top_k", 2)

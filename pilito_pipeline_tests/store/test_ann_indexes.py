@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 import psycopg
@@ -17,6 +19,20 @@ from pilito_pipeline.store.ann_indexes import (
     tenants_needing_ann_index,
 )
 from pilito_pipeline.store.db import connect
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 300.0) -> None:
+    """Poll for a state; the deadline is generous (a loaded machine is slow, not failing)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "state not reached in time"
+        time.sleep(0.05)
+
+
+def waits_on_lock(url: str, pid: int) -> bool:
+    with connect(url) as conn:
+        row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None and row["wait_event_type"] == "Lock"
 
 
 def add_chunks(url: str, tenant: str, count: int, *, start: int = 0, seed: int = 0) -> None:
@@ -140,15 +156,30 @@ def test_invalid_index_left_by_a_cancelled_build_is_rebuilt(database_url: str) -
     add_chunks(database_url, "big", 60)
     full_name = ann_index_names("big")[0]
     # A writer's open transaction makes CREATE INDEX CONCURRENTLY wait after it has catalogued the
-    # index; cancelling it then (statement timeout) leaves the index INVALID, as a crash would.
+    # index; cancelling it then leaves the index INVALID, as a crash would. The cancel is sent once
+    # the build is seen waiting with its index catalogued (a state, not a timer).
+    cancelled: list[Exception] = []
     with connect(database_url) as writer:
         writer.execute("UPDATE tenant_knowledge SET word_count = 1 WHERE tenant_id = 'big' AND chunk_index = 0")
         with connect(database_url, autocommit=True) as builder:
-            builder.execute("SET statement_timeout = '300ms'")
-            with pytest.raises(psycopg.errors.QueryCanceled):
-                builder.execute(f"CREATE INDEX CONCURRENTLY {full_name} ON tenant_knowledge"
-                                " USING hnsw (full_embedding halfvec_cosine_ops) WHERE tenant_id = 'big' AND NOT is_parent")
+            builder_pid = builder.info.backend_pid
+
+            def build() -> None:
+                try:
+                    builder.execute(f"CREATE INDEX CONCURRENTLY {full_name} ON tenant_knowledge"
+                                    " USING hnsw (full_embedding halfvec_cosine_ops) WHERE tenant_id = 'big' AND NOT is_parent")
+                except psycopg.errors.QueryCanceled as exc:
+                    cancelled.append(exc)
+
+            thread = threading.Thread(target=build)
+            thread.start()
+            wait_until(lambda: full_name in indexes_of(database_url, "big") and waits_on_lock(database_url, builder_pid))
+            with connect(database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_cancel_backend(%s)", (builder_pid,))
+            thread.join(timeout=300)
+            assert not thread.is_alive()
         writer.rollback()
+    assert len(cancelled) == 1
     assert indexes_of(database_url, "big")[full_name]["valid"] is False
 
     with connect(database_url) as conn:

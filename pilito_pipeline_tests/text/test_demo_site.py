@@ -20,7 +20,7 @@ def demo_site() -> Iterator[tuple[DemoSiteServer, str]]:
 
 
 def fetch(url: str) -> tuple[int, str, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=60) as response:
         return response.status, response.headers["Content-Type"], response.read().decode("utf-8")
 
 
