@@ -33,7 +33,7 @@ from pilito_pipeline.defs.recovery import (
     WORKER_GONE,
 )
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.store.pages import PendingKey, pending_pages
+from pilito_pipeline.store.pages import PendingKey, has_pending_pages, pending_pages
 from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting_crawl
 
 MAX_TENANTS_PER_TICK = 100
@@ -154,8 +154,10 @@ def pending_pages_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource, embedder: EmbeddingResource
 ) -> dg.SensorResult:
     model = embedder.model_name
-    busy = tenants_not_to_launch(context.instance, datetime.now(timezone.utc))
     with database.connect() as conn:
+        if not has_pending_pages(conn, model):
+            return dg.SensorResult(skip_reason="no page has new text or a stale embedding model")
+        busy = tenants_not_to_launch(context.instance, datetime.now(timezone.utc))
         pending = pending_pages(
             conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK, exclude_tenants=busy
         )

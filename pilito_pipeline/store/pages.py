@@ -277,6 +277,17 @@ _PROCESSABLE = "status IN ('fetched', 'not_modified') AND partition_registered"
 _MODEL_DIFFERS = "(processed_model < %(model)s OR processed_model > %(model)s OR processed_model IS NULL)"
 
 
+def has_pending_pages(conn: psycopg.Connection, embedding_model: str) -> bool:
+    """Whether any page needs a run: two index probes (migration 0009), the sensor's idle tick."""
+    return conn.execute(
+        f"""
+        SELECT EXISTS (SELECT FROM pages WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash)
+            OR EXISTS (SELECT FROM pages WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS}) AS pending
+        """,
+        {"model": embedding_model},
+    ).fetchone()["pending"]
+
+
 def pending_pages(
     conn: psycopg.Connection,
     embedding_model: str,
@@ -289,8 +300,7 @@ def pending_pages(
 
     Tenants are taken oldest pending registration first (at most `max_tenants`, leaving out
     `exclude_tenants`), and from each at most `pages_per_tenant` pages in registration order, so one
-    tenant's backlog never hides another's work. Reads keys, tenant, order and hash, never documents;
-    with nothing pending it is two empty index scans (migration 0009).
+    tenant's backlog never hides another's work. Reads keys, tenant, order and hash, never documents.
     """
     rows = conn.execute(
         f"""

@@ -1,0 +1,112 @@
+"""First answers fast, through the real daemon: a new 200-page site on 127.0.0.1 is registered
+while Dagster (webserver + daemon + run queue, project dagster.yaml) runs; the sensors crawl it and
+launch page runs with the real embedding model.
+
+Prints the time from registration to the first searchable page and to all pages searchable, and
+the pure embedding time of the same texts (same model, loaded, measured in the same run): the
+baseline. Goals: first page ≤ 30 s; all ≤ 1.3 × pure embedding + 15 s.
+
+    python -m pilito_pipeline_tests.bench.bench_e2e [--pages 200] [--rate 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LC_ALL", "C.UTF-8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pilito_pipeline.embed import build_provider, embed_rows  # noqa: E402
+from pilito_pipeline.ingest import knowledge_rows  # noqa: E402
+from pilito_pipeline.retrieval import Retriever  # noqa: E402
+from pilito_pipeline.settings import settings_from_env  # noqa: E402
+from pilito_pipeline.store.db import connect  # noqa: E402
+from pilito_pipeline.text import ExtractedDocument, chunk_document  # noqa: E402
+from pilito_pipeline_tests.defs.daemon_stack import daemon_stack, generate_site, served, wait_for  # noqa: E402
+
+TENANT = "bench"
+FIRST_GOAL_S = 30.0
+
+
+def searchable_pages(database_url: str, website_id: int) -> tuple[int, int, str]:
+    """(pages with embedded chunks, pages with text, website status)."""
+    with connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT status FROM websites WHERE id = %(w)s) AS status,"
+            " count(*) FILTER (WHERE content_hash IS NOT NULL) AS with_text,"
+            " count(*) FILTER (WHERE content_hash IS NOT NULL AND processed_hash = content_hash) AS done"
+            " FROM pages WHERE website_id = %(w)s",
+            {"w": website_id},
+        ).fetchone()
+    return row["done"], row["with_text"], row["status"]
+
+
+def pure_embedding_seconds(database_url: str, website_id: int) -> tuple[float, int]:
+    """Embed every text of the site's pages once, model already loaded: (seconds, texts)."""
+    provider = build_provider(settings_from_env())
+    provider.embed(["warm up"])
+    with connect(database_url) as conn:
+        pages = conn.execute(
+            "SELECT partition_key, url, document FROM pages WHERE website_id = %s AND document IS NOT NULL",
+            (website_id,),
+        ).fetchall()
+    rows = [
+        row
+        for page in pages
+        for row in knowledge_rows(TENANT, "website", page["partition_key"], page["url"],
+                                  chunk_document(ExtractedDocument.from_dict(page["document"])))
+    ]
+    started = time.perf_counter()
+    counts = embed_rows(rows, provider)
+    return time.perf_counter() - started, counts.embedded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=0.05, help="CRAWL_RATE_LIMIT_SECONDS")
+    args = parser.parse_args()
+
+    env = {"CRAWL_ALLOWED_HOSTS": "127.0.0.1", "CRAWL_RATE_LIMIT_SECONDS": str(args.rate)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        generate_site(tmp_path / "site", args.pages)
+        with served(tmp_path / "site") as url, daemon_stack(tmp_path / "stack", env) as stack:
+            print(f"Dagster up ({stack.dagster.url}); registering a {args.pages}-page site", flush=True)
+            registered = time.monotonic()
+            website_id = stack.register(TENANT, url, max_pages=args.pages + 1)
+            wait_for("a first searchable page", lambda: searchable_pages(stack.database_url, website_id)[0] > 0)
+            first_s = time.monotonic() - registered
+
+            def all_done() -> bool:
+                done, with_text, status = searchable_pages(stack.database_url, website_id)
+                return status == "ready" and done == with_text > 0
+
+            wait_for("every page searchable", all_done)
+            all_s = time.monotonic() - registered
+            done, _, _ = searchable_pages(stack.database_url, website_id)
+            runs = stack.page_runs(TENANT)
+            sizes = sorted(
+                (r.create_timestamp, len(stack.run_keys(r, stack.partition_order()))) for r in runs
+            )
+            with Retriever.from_settings(settings_from_env()) as retriever:
+                answer = retriever.retrieve_context("course price and scholarship", TENANT).to_dict()
+            pure_s, texts = pure_embedding_seconds(stack.database_url, website_id)
+
+    goal_all = 1.3 * pure_s + 15
+    print(f"pages searchable: {done}; page runs: {len(runs)} of sizes {[n for _, n in sizes]}; "
+          f"retrieve_context results: {len(answer['primary_context'])}")
+    print(f"time to first searchable page: {first_s:6.1f} s   goal ≤ {FIRST_GOAL_S:.0f} s   "
+          f"{'MET' if first_s <= FIRST_GOAL_S else 'MISSED'}")
+    print(f"time to all searchable:        {all_s:6.1f} s   goal ≤ 1.3 × pure + 15 = {goal_all:.1f} s   "
+          f"{'MET' if all_s <= goal_all else 'MISSED'}")
+    print(f"pure embedding ({texts} texts):  {pure_s:6.1f} s   ratio all / pure = {all_s / pure_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
