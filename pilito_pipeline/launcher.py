@@ -23,6 +23,7 @@ from pilito_pipeline.settings import PROJECT_ROOT, Settings
 from pilito_pipeline.store.server import sqlalchemy_uri
 
 DAGSTER_DATABASE = "dagster"
+DEV_COMMAND_NOTICE = "ignore:Function `dev_command` is superseded:FutureWarning"
 
 
 @dataclass
@@ -85,12 +86,16 @@ def _reset_signals() -> None:
 def start_dagster(settings: Settings, pipeline_url: str, host: str = "127.0.0.1", port: int = 3000) -> DagsterProcess:
     """Run `dagster dev` for the project's definitions (environment inherited: crawl limits, models,
     Redis); its output goes to the data folder."""
+    home = prepare_dagster_home(settings)
     env = {
         **os.environ,
-        "DAGSTER_HOME": str(prepare_dagster_home(settings)),
+        "DAGSTER_HOME": str(home),
         "DAGSTER_POSTGRES_URL": ensure_dagster_database(pipeline_url),
         "PILITO_DATA_DIR": str(settings.data_dir),
         "HF_HUB_OFFLINE": "1",
+        # `dagster dev` (webserver + daemon in one command) warns that the separate `dg` CLI
+        # supersedes it; that CLI is not part of this project, so the notice is noise in the log.
+        "PYTHONWARNINGS": ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), DEV_COMMAND_NOTICE))),
     }
     log_path = settings.data_dir / "dagster.log"
     command = [
@@ -99,7 +104,10 @@ def start_dagster(settings: Settings, pipeline_url: str, host: str = "127.0.0.1"
     ]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            # From DAGSTER_HOME: started beside the project's own dagster.yaml, `dagster dev` warns that
+            # that file is not the instance's (the copy in DAGSTER_HOME is). The workspace file names
+            # the project folder as the code's working directory.
+            command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_reset_signals,
         )
     return DagsterProcess(process, f"http://{host}:{port}", log_path)

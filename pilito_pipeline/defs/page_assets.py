@@ -8,6 +8,7 @@ per page. Values are dicts keyed by page key.
 
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import dagster as dg
@@ -36,6 +37,13 @@ class PageKnowledge:
     embedding_model: str
     rows: list[KnowledgeRow]
 
+
+# Dagster marks the `backfill_policy` parameter beta; it is how a UI backfill is split into runs of
+# MAX_PAGES_PER_RUN pages. Dagster is pinned (requirements.lock) and the behaviour is tested, so this
+# warning, printed for every page asset by every process that loads the definitions, is filtered.
+warnings.filterwarnings(
+    "ignore", r"Parameter `backfill_policy` of function `asset` is currently in beta", dg.BetaWarning
+)
 
 PAGE_ASSET = dict(
     partitions_def=pages_partitions,
