@@ -32,7 +32,9 @@ class DagsterProcess:
     url: str
     log_path: Path
 
-    def wait_until_ready(self, timeout: float = 180.0) -> None:
+    def wait_until_ready(self, timeout: float = 600.0) -> None:
+        """Until the UI answers; a crash ends the wait at once, so the deadline can be generous (a busy
+        machine takes minutes to start the webserver, daemon and code server)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

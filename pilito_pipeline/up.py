@@ -28,7 +28,7 @@ LOCK_FILE = "stack.lock"
 
 
 class StackAlreadyRunning(RuntimeError):
-    """Another `up`/`demo` holds the data folder."""
+    """Another `up`/`demo` holds the data folder, or something else listens on the UI port."""
 
 
 @dataclass
