@@ -48,6 +48,11 @@ class EmbeddingServer:
     always_fail: Failure | None = None
     dimension_override: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    admitted: threading.Event = field(default_factory=threading.Event)
+    """Cleared: requests wait (already counted in `authorizations`) until it is set again."""
+
+    def __post_init__(self) -> None:
+        self.admitted.set()
 
     def fail_next(self, *failures: Failure | None) -> None:
         with self.lock:
@@ -67,6 +72,8 @@ def _handler(server: EmbeddingServer) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             with server.lock:
                 server.authorizations.append(self.headers.get("Authorization", ""))
+            server.admitted.wait()
+            with server.lock:
                 failure = server.failures.popleft() if server.failures else server.always_fail
                 if failure is None:
                     server.requests.append(body)
