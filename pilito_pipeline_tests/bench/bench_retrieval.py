@@ -51,6 +51,7 @@ import psycopg  # noqa: E402
 from pgvector import HalfVector  # noqa: E402
 
 from pilito_pipeline.embed import LocalProvider  # noqa: E402
+from pilito_pipeline.embed.local import PACKAGED_MODEL_NAME  # noqa: E402
 from pilito_pipeline.retrieval import FeatureFlags, RetrievalConfig, Retriever  # noqa: E402
 from pilito_pipeline.retrieval.bm25 import bm25_search  # noqa: E402
 from pilito_pipeline.retrieval.dense import dense_search, tenant_dense_plan  # noqa: E402
@@ -139,7 +140,7 @@ def load_corpus(url: str, texts: list[tuple[str, str]], vectors: np.ndarray, siz
         for position, pick in enumerate(picks.tolist()):
             title, text = texts[pick]
             rows.append((tenant, "website", f"p{position // 8}", position % 8, 8,
-                         title, text, text[:300], terms[pick], f"h{pick}", "bench",
+                         title, text, text[:300], terms[pick], f"h{pick}", PACKAGED_MODEL_NAME,
                          HalfVector(full[position]), HalfVector(tldr[position])))
             if len(rows) >= batch:
                 flush()
@@ -278,15 +279,15 @@ def main(argv: list[str] | None = None) -> int:
                 analysis = analyze_query(query)
                 vector, embed = timed(lambda a=analysis: embed_query(provider, a))
                 plan, plan_ms = timed(lambda t=tenant: tenant_dense_plan(conn, t))
-                exact, exact_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, plan="exact"))
+                exact, exact_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="exact"))
                 measured = [("dense exact (+embed)", embed + exact_ms)]
                 if tenant in indexed:
-                    _, ann_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, plan="hnsw",
+                    _, ann_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="hnsw",
                                                              ef_search=config.hnsw_ef_search))
                     measured.append(("dense own hnsw (+embed)", embed + ann_ms))
                     truth = {i for i, _ in exact}
                     for ef_search in RECALL_EF_SEARCH:
-                        found = dense_search(conn, tenant, ["website"], vector, 20, plan="hnsw", ef_search=ef_search)
+                        found = dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="hnsw", ef_search=ef_search)
                         recalls.setdefault((ef_search, analysis.language), []).append(
                             len({i for i, _ in found} & truth) / max(1, len(truth)))
                 chosen_ms = plan_ms + (ann_ms if plan == "hnsw" else exact_ms)

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from pgvector import HalfVector
 
+from pilito_pipeline.embed.local import PACKAGED_MODEL_NAME
 from pilito_pipeline.text import tokenize
 
 
@@ -51,7 +52,7 @@ def insert_chunks(conn: psycopg.Connection, specs: Sequence[ChunkSpec]) -> list[
             (s.tenant_id, s.chunk_type, s.source_id, s.url, s.chunk_index, s.is_parent, s.parent_chunk_index,
              s.section_title, s.text, s.tldr, len(s.text.split()), terms,
              hashlib.sha256(s.text.encode()).hexdigest(), json.dumps(metadata),
-             "test" if s.full_embedding is not None else None,
+             PACKAGED_MODEL_NAME if s.full_embedding is not None else None,  # dense search compares only this model
              None if s.full_embedding is None else HalfVector(s.full_embedding.astype(np.float32)),
              None if s.tldr_embedding is None else HalfVector(s.tldr_embedding.astype(np.float32))),
         ).fetchone()

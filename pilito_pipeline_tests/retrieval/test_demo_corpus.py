@@ -30,7 +30,7 @@ from pilito_pipeline.retrieval.retriever import embed_query
 from pilito_pipeline.store.ann_indexes import ann_index_names, ensure_tenant_ann_index
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import KnowledgeRow, upsert_sources
-from pilito_pipeline_tests.retrieval.demo_corpus import demo_rows
+from pilito_pipeline_tests.retrieval.demo_corpus import HANDBOOK_SITE_DIR, demo_rows, handbook_rows, store_pages
 
 EVAL_SETS = Path(__file__).resolve().parents[2] / "pilito_pipeline" / "retrieval" / "eval_sets"
 
@@ -62,6 +62,11 @@ def test_metric_functions_against_hand_values() -> None:
 def test_query_files_are_validated(tmp_path: Path) -> None:
     for name in ("demo_fa.jsonl", "demo_en.jsonl"):
         assert len(load_queries(EVAL_SETS / name)) >= 15
+    handbook = load_queries(EVAL_SETS / "handbook_fa.jsonl")
+    site = {p.relative_to(HANDBOOK_SITE_DIR).as_posix() for p in HANDBOOK_SITE_DIR.glob("*.html")}
+    assert len(handbook) >= 150 and len({q.id for q in handbook}) == len(handbook)
+    labelled = {page.lstrip("/") for q in handbook for page in q.relevant}
+    assert labelled <= site and len(labelled) >= 100
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "query": "q", "relevant": []}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
@@ -81,10 +86,40 @@ def test_evaluation_harness_on_the_demo_site(database_url: str, embedder, embedd
     # Floors far below what the pipeline reaches, high above chance (~0.1): they catch a broken
     # normaliser/tokeniser or fusion, not a tuned number.
     assert by_method["bm25"].mrr >= 0.6 and by_method["hybrid"].recall_at_k >= 0.8
+    assert by_method["hybrid"].in_context >= 0.7  # the packed context the chat backend gets
     assert "hybrid+rerank" in format_table(rows)
     plain = run_evaluation(database_url, "demo", EVAL_SETS / "demo_en.jsonl", embedder=embedder,
                            config=RetrievalConfig())
     assert plain[-1].mrr is None and "no cross-encoder" in plain[-1].note
+
+
+HANDBOOK_SLICE = 16
+
+
+@pytest.mark.slow
+def test_evaluation_scores_the_production_call_on_a_persian_slice(database_url: str, embedder,
+                                                                   tmp_path: Path) -> None:
+    """A slice of the Persian handbook set (its first pages and their queries) through
+    `retrieve_context`: the rows move with the retriever's own switches."""
+    queries = load_queries(EVAL_SETS / "handbook_fa.jsonl")
+    pages = sorted({page.lstrip("/") for q in queries for page in q.relevant})[:HANDBOOK_SLICE]
+    chosen = [q for q in queries if all(page.lstrip("/") in pages for page in q.relevant)]
+    assert len(chosen) >= 12
+    slice_file = tmp_path / "slice.jsonl"
+    slice_file.write_text("".join(json.dumps({"id": q.id, "query": q.query, "relevant": list(q.relevant)},
+                                             ensure_ascii=False) + "\n" for q in chosen), encoding="utf-8")
+    with connect(database_url) as conn:
+        store_pages(conn, handbook_rows("hb", only=pages), embedder)
+    methods = ("dense", "bm25", "hybrid")
+    rows = {r.method: r for r in run_evaluation(database_url, "hb", slice_file, embedder=embedder,
+                                                config=RetrievalConfig(), methods=methods)}
+    assert list(rows) == list(methods) and all(rows[m].queries == len(chosen) for m in methods)
+    assert rows["bm25"].mrr >= 0.5 and rows["hybrid"].recall_at_k >= 0.8 and not rows["bm25"].note
+    # BM25 weight 0: "hybrid" is the dense arm alone, and the row says the method changed.
+    no_bm25 = {r.method: r for r in run_evaluation(database_url, "hb", slice_file, embedder=embedder,
+                                                   config=RetrievalConfig(bm25_weight=0.0), methods=methods)}
+    assert no_bm25["hybrid"].mrr == pytest.approx(rows["dense"].mrr)
+    assert f"{len(chosen)} queries answered by another method" in no_bm25["hybrid"].note
 
 
 @pytest.mark.slow
@@ -123,12 +158,12 @@ def test_per_tenant_ann_recall_on_real_embeddings(database_url: str, embedder, e
         recalls = []
         for query in queries:
             vector = embed_query(embedder, analyze_query(query))
-            exact = {i for i, _ in dense_search(conn, "target", ["website"], vector, 20, plan="exact")}
-            chosen = {i for i, _ in dense_search(conn, "target", ["website"], vector, 20, plan=plan,
+            exact = {i for i, _ in dense_search(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="exact")}
+            chosen = {i for i, _ in dense_search(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan=plan,
                                                  ef_search=config.hnsw_ef_search)}
             recalls.append(len(exact & chosen) / len(exact))
         assert np.mean(recalls) >= 0.95, f"recall@20 of the {plan} plan: {np.mean(recalls):.3f}"
-        ann_plan = explain_dense(conn, "target", ["website"], vector, 20, plan="hnsw")
-        exact_plan = explain_dense(conn, "target", ["website"], vector, 20, plan="exact")
+        ann_plan = explain_dense(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="hnsw")
+        exact_plan = explain_dense(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="exact")
     assert all(f"Index Scan using {name}" in ann_plan for name in ann_index_names("target")), ann_plan
     assert "hnsw" not in exact_plan and "tenant_knowledge_ann_" not in exact_plan

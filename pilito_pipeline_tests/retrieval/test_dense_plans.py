@@ -19,22 +19,23 @@ from pilito_pipeline.store.ann_indexes import (
 from pilito_pipeline.store.db import connect
 
 BIG, SMALL, OTHERS = 600, 50, 40
+MODEL = "m"
 
 
 def load(url: str, rng: np.random.Generator) -> None:
     """Tenant 'big' (600 chunks), 'small' (50) and 40 others of 100, plus parents; then ANALYZE."""
     with connect(url) as conn, conn.cursor() as cur:
         with cur.copy("COPY tenant_knowledge (tenant_id, chunk_type, source_id, chunk_index, total_chunks,"
-                      " is_parent, full_text, content_hash, full_embedding, tldr_embedding)"
+                      " is_parent, full_text, content_hash, embedding_model, full_embedding, tldr_embedding)"
                       " FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "text", "text", "int4", "int4", "bool", "text", "text", "halfvec", "halfvec"])
+            copy.set_types(["text", "text", "text", "int4", "int4", "bool", "text", "text", "text", "halfvec", "halfvec"])
             tenants = [("big", BIG), ("small", SMALL)] + [(f"other{n}", 100) for n in range(OTHERS)]
             for tenant, size in tenants:
-                copy.write_row((tenant, "website", "parent", 0, 1, True, "parent", "h", None, None))
+                copy.write_row((tenant, "website", "parent", 0, 1, True, "parent", "h", None, None, None))
                 vectors = rng.standard_normal((size, 2, 384)).astype(np.float32)
                 for n in range(size):
                     chunk_type = "faq" if n % 10 == 0 else "website"
-                    copy.write_row((tenant, chunk_type, f"p{n}", 0, 1, False, "x", "h",
+                    copy.write_row((tenant, chunk_type, f"p{n}", 0, 1, False, "x", "h", MODEL,
                                     HalfVector(vectors[n, 0]), HalfVector(vectors[n, 1])))
         conn.commit()
         conn.execute("ANALYZE tenant_knowledge")
@@ -50,33 +51,33 @@ def test_each_plan_uses_its_index_and_the_registry_decides(database_url: str) ->
     query = rng.standard_normal(384).astype(np.float32)
     with connect(database_url, autocommit=True) as conn:
         assert tenant_dense_plan(conn, "big") == "hnsw" and tenant_dense_plan(conn, "small") == "exact"
-        ann = explain_dense(conn, "big", ["website"], query, 20, plan="hnsw")
+        ann = explain_dense(conn, "big", ["website"], query, 20, model=MODEL, plan="hnsw")
         assert f"Index Scan using {full_index}" in ann and f"Index Scan using {tldr_index}" in ann
         for tenant in ("big", "small"):
-            exact = explain_dense(conn, tenant, ["website"], query, 20, plan="exact")
+            exact = explain_dense(conn, tenant, ["website"], query, 20, model=MODEL, plan="exact")
             assert "tenant_knowledge_tenant_type" in exact, exact
             assert "hnsw" not in exact and "tenant_knowledge_ann_" not in exact and "Seq Scan" not in exact
         # Another tenant's partial index can never serve a query: its predicate names another tenant.
-        assert "tenant_knowledge_ann_" not in explain_dense(conn, "small", ["website"], query, 20, plan="hnsw")
+        assert "tenant_knowledge_ann_" not in explain_dense(conn, "small", ["website"], query, 20, model=MODEL, plan="hnsw")
 
         # Both plans answer the same (HNSW over 540 website chunks of one tenant is near exact).
-        exact_ids = [i for i, _ in dense_search(conn, "big", ["website"], query, 20, plan="exact")]
-        ann_hits = dense_search(conn, "big", ["website"], query, 20, plan="hnsw", ef_search=100)
+        exact_ids = [i for i, _ in dense_search(conn, "big", ["website"], query, 20, model=MODEL, plan="exact")]
+        ann_hits = dense_search(conn, "big", ["website"], query, 20, model=MODEL, plan="hnsw", ef_search=100)
         assert len(ann_hits) == 20 and len(set(exact_ids) & {i for i, _ in ann_hits}) >= 18
         ids = [i for i, _ in ann_hits]
         assert conn.execute("SELECT count(*) AS n FROM tenant_knowledge WHERE id = ANY(%s)"
                             " AND tenant_id = 'big' AND chunk_type = 'website' AND NOT is_parent",
                             (ids,)).fetchone()["n"] == 20
         # The chunk-type filter is applied after the (all-types) graph; iterative scans still fill the limit.
-        faq = dense_search(conn, "big", ["faq"], query, 20, plan="hnsw")
-        exact_faq = {i for i, _ in dense_search(conn, "big", ["faq"], query, 20, plan="exact")}
+        faq = dense_search(conn, "big", ["faq"], query, 20, model=MODEL, plan="hnsw")
+        exact_faq = {i for i, _ in dense_search(conn, "big", ["faq"], query, 20, model=MODEL, plan="exact")}
         assert len(faq) == 20 and len(exact_faq & {i for i, _ in faq}) >= 18
 
     assert drop_tenant_ann_index(database_url, "big")
     with connect(database_url, autocommit=True) as conn:
         assert tenant_dense_plan(conn, "big") == "exact"
         # A stale "hnsw" decision without the index still answers, exactly.
-        assert [i for i, _ in dense_search(conn, "big", ["website"], query, 20, plan="hnsw")] == exact_ids
+        assert [i for i, _ in dense_search(conn, "big", ["website"], query, 20, model=MODEL, plan="hnsw")] == exact_ids
 
 
 @pytest.mark.parametrize("plan", ["exact", "hnsw"])
@@ -86,7 +87,7 @@ def test_plans_never_cross_tenants(database_url: str, plan: str) -> None:
     ensure_tenant_ann_index(database_url, "big", min_chunks=500)
     with connect(database_url, autocommit=True) as conn:
         for tenant in ("big", "small", "other3"):
-            ids = [i for i, _ in dense_search(conn, tenant, ["website", "faq"], rng.standard_normal(384), 50,
+            ids = [i for i, _ in dense_search(conn, tenant, ["website", "faq"], rng.standard_normal(384), 50, model=MODEL,
                                               plan=plan)]
             owners = {r["tenant_id"] for r in conn.execute(
                 "SELECT DISTINCT tenant_id FROM tenant_knowledge WHERE id = ANY(%s)", (ids,))}
