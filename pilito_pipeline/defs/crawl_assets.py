@@ -68,6 +68,17 @@ def page_record(crawled: CrawledPage, text_seen_at: dict[str, str]) -> page_stor
     )
 
 
+def crawl_progress(outcomes: Counter[str], known_before: int, max_pages: int, seconds: float) -> dict[str, int | float]:
+    """Pages done so far out of the pages known (the last crawl's, or more once passed; never above
+    `max_pages`), and the rate."""
+    done = sum(outcomes.values())
+    return {
+        "done": done,
+        "known": min(max(known_before, done), max_pages),
+        "pages_per_second": round(done / seconds, 2) if seconds > 0 else 0.0,
+    }
+
+
 @dg.asset(
     partitions_def=websites_partitions,
     group_name="crawl",
@@ -89,6 +100,8 @@ def website_crawl(
         # Pages already holding a text keep it, so duplicates resolve the same way on every crawl.
         text_seen_at = page_store.stored_text_owners(conn, website_id)
         clock = time.monotonic()
+        # Progress is "pages done / pages known": known from the last crawl until this one passes it.
+        known_before = sum(n for status, n in page_store.page_status_counts(conn, website_id).items() if status != "gone")
 
         def known(url: str) -> PageValidators | None:
             stored = page_store.stored_validators(conn, website_id, url)
@@ -100,8 +113,17 @@ def website_crawl(
                 register_page_partitions(context.instance, conn, unregistered)
                 registered += len(unregistered)
                 unregistered.clear()
-            website_store.record_crawl_progress(conn, website_id, dict(outcomes))
+            so_far = crawl_progress(outcomes, known_before, website.max_pages, time.monotonic() - clock)
+            website_store.record_crawl_progress(conn, website_id, {**dict(outcomes), **so_far})
             conn.commit()
+            context.log.info(
+                f"progress {website.partition_key}: {so_far['done']}/{so_far['known']} pages"
+                f" ({so_far['pages_per_second']} pages/s, {registered} page partitions registered)"
+            )
+            context.log_event(dg.AssetObservation(
+                asset_key=context.asset_key, partition=context.partition_key,
+                metadata={**so_far, "page_partitions_registered": registered},
+            ))
 
         try:
             for crawled in crawl_website(website.url, crawler.config_for(website), known):
@@ -158,5 +180,7 @@ def website_crawl(
             "retirement_held": dg.MetadataValue.text(retirement.held or "no"),
             "chunks_deleted": dg.MetadataValue.int(deleted_chunks),
             "duration_s": dg.MetadataValue.float(progress["seconds"]),
+            "pages_per_second": dg.MetadataValue.float(
+                round(sum(outcomes.values()) / progress["seconds"], 2) if progress["seconds"] else 0.0),
         }
     )

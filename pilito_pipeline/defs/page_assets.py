@@ -121,9 +121,19 @@ def chunk_embeddings(
     all_rows = [row for pk in knowledge.values() for row in pk.rows]
     with database.connect() as conn:
         try:
-            counts = embed_rows(all_rows, provider, reuse_from=conn)
+            counts = embed_rows(all_rows, provider, reuse_from=conn, tldr=embedder.embed_tldr)
         except EmbeddingRequestError as exc:  # a bad key or input: retrying cannot help
             raise dg.Failure(description=f"embedding request refused: {exc}", allow_retries=False) from exc
+    seconds = time.perf_counter() - started
+    rates = {
+        "pages_per_second": round(len(knowledge) / seconds, 2),
+        "embeddings_per_second": round(counts.embedded / seconds, 2),
+    }
+    context.log.info(
+        f"{len(knowledge)} pages, {len(all_rows)} chunks: {counts.embedded} embeddings computed,"
+        f" {counts.reused} reused in {seconds:.1f}s ({rates['pages_per_second']} pages/s,"
+        f" {rates['embeddings_per_second']} embeddings/s)"
+    )
     context.add_output_metadata(
         {
             "pages": len(knowledge),
@@ -131,7 +141,8 @@ def chunk_embeddings(
             "embeddings_computed": counts.embedded,
             "embeddings_reused": counts.reused,
             "model": provider.model_name,
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(seconds, 3),
+            **rates,
         }
     )
     return knowledge

@@ -1,0 +1,66 @@
+"""One row per website for `pilito-pipeline status`: crawl progress, page states, chunks, last error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    partition_key: str
+    tenant_id: str
+    url: str
+    status: str
+    progress: dict[str, Any]
+    last_crawled_at: datetime | None
+    pages: int
+    """Pages known (gone ones excluded)."""
+    indexed: int
+    """Pages whose chunks match their current text."""
+    pending: int
+    """Pages with new text not yet chunked and embedded."""
+    failed: int
+    chunks: int
+    last_error: str | None
+    """The crawl's error, else its mass-deletion hold, else the latest page failure."""
+
+
+def site_statuses(conn: psycopg.Connection, tenant_id: str | None = None) -> list[SiteStatus]:
+    rows = conn.execute(
+        """
+        SELECT w.id, w.tenant_id, w.url, w.status, w.progress, w.last_crawled_at,
+               coalesce(w.last_error, w.retirement_hold, f.failure) AS last_error,
+               count(p.id) FILTER (WHERE p.status <> 'gone') AS pages,
+               count(p.id) FILTER (WHERE p.processed_hash IS NOT NULL AND p.processed_hash = p.content_hash) AS indexed,
+               count(p.id) FILTER (WHERE p.status IN ('fetched', 'not_modified')
+                                     AND p.content_hash IS DISTINCT FROM p.processed_hash) AS pending,
+               count(p.id) FILTER (WHERE p.status = 'failed') AS failed,
+               (SELECT count(*) FROM tenant_knowledge k
+                 WHERE k.tenant_id = w.tenant_id AND k.chunk_type = 'website'
+                   AND k.source_id IN (SELECT partition_key FROM pages WHERE website_id = w.id)) AS chunks
+        FROM websites w
+        LEFT JOIN pages p ON p.website_id = w.id
+        LEFT JOIN LATERAL (
+            SELECT url || ': ' || failure_reason AS failure FROM pages
+            WHERE website_id = w.id AND status = 'failed' AND failure_reason IS NOT NULL
+            ORDER BY updated_at DESC LIMIT 1
+        ) f ON true
+        WHERE %(t)s::text IS NULL OR w.tenant_id = %(t)s
+        GROUP BY w.id, f.failure
+        ORDER BY w.tenant_id, w.id
+        """,
+        {"t": tenant_id},
+    ).fetchall()
+    return [
+        SiteStatus(
+            partition_key=f"w{r['id']}", tenant_id=r["tenant_id"], url=r["url"], status=r["status"],
+            progress=r["progress"] or {}, last_crawled_at=r["last_crawled_at"], pages=r["pages"],
+            indexed=r["indexed"], pending=r["pending"], failed=r["failed"], chunks=r["chunks"],
+            last_error=r["last_error"],
+        )
+        for r in rows
+    ]
