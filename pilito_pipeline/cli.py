@@ -42,16 +42,12 @@ def cmd_register_website(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from pilito_pipeline.status import render_status
     from pilito_pipeline.store.db import connect
-    from pilito_pipeline.store.pages import page_status_counts
-    from pilito_pipeline.store.websites import list_websites
+    from pilito_pipeline.store.site_status import site_statuses
 
     with connect(_database_url()) as conn:
-        for website in list_websites(conn, args.tenant):
-            counts = page_status_counts(conn, website.id)
-            print(f"{website.partition_key} {website.tenant_id} {website.url} status={website.status}"
-                  f" last_crawled={website.last_crawled_at} pages={counts}"
-                  + (f" error={website.last_error}" if website.last_error else ""))
+        print(render_status(site_statuses(conn, args.tenant)))
     return 0
 
 

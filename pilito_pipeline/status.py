@@ -1,4 +1,5 @@
-"""`pilito-pipeline status`: every website on one screen, one line each, its last error under it."""
+"""`pilito-pipeline status`: every website on one screen, one line each, its URL, last error and any
+retirement hold under it."""
 
 from __future__ import annotations
 
@@ -51,4 +52,6 @@ def render_status(sites: list[SiteStatus], now: datetime | None = None, width: i
             lines.append(f"    {site.url}")
             if site.last_error:
                 lines.append(f"    last error: {' '.join(site.last_error.split())[: width - 16]}")
+            if site.retirement_hold:
+                lines.append(f"    {site.retirement_hold[: width - 4]}")
     return "\n".join(lines)

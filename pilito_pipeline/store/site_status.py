@@ -26,14 +26,16 @@ class SiteStatus:
     failed: int
     chunks: int
     last_error: str | None
-    """The crawl's error, else its mass-deletion hold, else the latest page failure."""
+    """The crawl's error, else the latest page failure."""
+    retirement_hold: str | None = None
+    """Why the last crawl retired nothing (the mass-deletion guard), until the next crawl confirms."""
 
 
 def site_statuses(conn: psycopg.Connection, tenant_id: str | None = None) -> list[SiteStatus]:
     rows = conn.execute(
         """
         SELECT w.id, w.tenant_id, w.url, w.status, w.progress, w.last_crawled_at,
-               coalesce(w.last_error, w.retirement_hold, f.failure) AS last_error,
+               w.retirement_hold, coalesce(w.last_error, f.failure) AS last_error,
                count(p.id) FILTER (WHERE p.status <> 'gone') AS pages,
                count(p.id) FILTER (WHERE p.processed_hash IS NOT NULL AND p.processed_hash = p.content_hash) AS indexed,
                count(p.id) FILTER (WHERE p.status IN ('fetched', 'not_modified')
@@ -60,7 +62,7 @@ def site_statuses(conn: psycopg.Connection, tenant_id: str | None = None) -> lis
             partition_key=f"w{r['id']}", tenant_id=r["tenant_id"], url=r["url"], status=r["status"],
             progress=r["progress"] or {}, last_crawled_at=r["last_crawled_at"], pages=r["pages"],
             indexed=r["indexed"], pending=r["pending"], failed=r["failed"], chunks=r["chunks"],
-            last_error=r["last_error"],
+            last_error=r["last_error"], retirement_hold=r["retirement_hold"],
         )
         for r in rows
     ]
