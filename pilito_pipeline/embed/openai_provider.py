@@ -83,6 +83,10 @@ class OpenAIProvider:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(parts)
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """OpenAI's embedding models take queries and passages alike."""
+        return self.embed(texts)
+
     def _guarded_request(self, batch: list[str]) -> np.ndarray:
         if self._breaker is None:
             return self._request(batch)

@@ -9,14 +9,23 @@ import numpy as np
 
 
 class EmbeddingProvider(Protocol):
-    """Turns texts into L2-normalised float32 vectors, batching internally."""
+    """Turns texts into L2-normalised float32 vectors, batching internally.
+
+    `embed` is for what is stored and searched (passages, chunks, TL;DRs); `embed_queries` for
+    search queries. Models trained with a prefix per role (e5's "passage: " / "query: ") add
+    it here; for the others the two are the same.
+    """
 
     model_name: str
     """Stored with every chunk (`embedding_model`); a different name means re-embedding."""
     dimension: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 array of shape (len(texts), dimension), rows L2-normalised."""
+        """Passages: float32 array of shape (len(texts), dimension), rows L2-normalised."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search queries, in the same shape and space as `embed`."""
         ...
 
 

