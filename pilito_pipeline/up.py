@@ -15,7 +15,6 @@ import fcntl
 import os
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +82,9 @@ def check_port_free(host: str, port: int) -> None:
             raise StackAlreadyRunning(f"{host}:{port} is already in use ({exc.strerror}); choose another --port") from None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def stop_on_signals() -> None:
     """Ctrl-C and SIGTERM both raise KeyboardInterrupt, even when started from a shell that ignores
     SIGINT (as a background job), so the `finally` blocks stop everything."""
@@ -95,13 +97,24 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
-    """A second Ctrl-C/SIGTERM while stopping must not leave half the stack running: ignore both
-    until the stop is done (only the main thread can set handlers; elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
+def signals_held() -> Iterator[None]:
+    """Ctrl-C/SIGTERM wait until the block is done, then interrupt: a database half-initialised, or a
+    Dagster process started but not yet known to us, would be left behind."""
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in STOP_SIGNALS}
+    try:
         yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While stopping: a second Ctrl-C/SIGTERM must not leave half the stack running."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -119,19 +132,23 @@ def running_stack(settings: Settings, host: str = "127.0.0.1", port: int = 3000)
     with data_dir_lock(settings.data_dir):
         check_port_free(host, port)
         print(f"starting the database and Dagster (data folder {settings.data_dir})...", flush=True)
-        url = resolve_database_url(settings)
         try:
+            with signals_held():
+                url = resolve_database_url(settings)
             migrate(url, embedding_dimension=settings.embedding_dimension)
-            dagster = start_dagster(settings, url, host=host, port=port)
+            dagster = None
             try:
+                with signals_held():
+                    dagster = start_dagster(settings, url, host=host, port=port)
                 dagster.wait_until_ready()
                 yield Stack(settings, url, dagster)
             finally:
-                with signals_deferred():
-                    dagster.stop()
+                if dagster is not None:
+                    with signals_ignored():
+                        dagster.stop()
         finally:
-            with signals_deferred():
-                if settings.uses_embedded_postgres:
+            with signals_ignored():
+                if settings.uses_embedded_postgres and (settings.data_dir / "pgdata" / "postmaster.pid").exists():
                     stop_embedded_server(settings.data_dir)
 
 
