@@ -3,14 +3,16 @@
 import dagster as dg
 
 from pilito_pipeline.defs.resources_from_env import resources_from_settings
-from pilito_pipeline.defs import checks, crawl_assets, maintenance, operator_jobs, page_assets, recovery, sensors
+from pilito_pipeline.defs import (
+    checks, crawl_assets, entry_assets, maintenance, operator_jobs, page_assets, recovery, sensors,
+)
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([crawl_assets, page_assets, maintenance]),
+    assets=dg.load_assets_from_modules([crawl_assets, page_assets, maintenance, entry_assets]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[operator_jobs.register_website_job],
     sensors=[sensors.website_crawl_sensor, sensors.pending_pages_sensor, maintenance.ann_index_sensor,
-             recovery.dead_run_sensor],
+             recovery.dead_run_sensor, entry_assets.stale_entries_sensor],
     resources=resources_from_settings(),
     executor=dg.in_process_executor,
 )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import psycopg
 
 from pilito_pipeline.embed import EmbeddingProvider, embed_rows
-from pilito_pipeline.store.knowledge import KnowledgeRow, UpsertStats, upsert_sources
+from pilito_pipeline.store.knowledge import KnowledgeRow, SourceKey, UpsertStats, load_sources, upsert_sources
 from pilito_pipeline.store.tenants import check_tenant_id
 from pilito_pipeline.text import Chunk, chunk_faq, chunk_manual_text, tokenize
 
@@ -94,3 +94,30 @@ def _embed_and_store(
     key = (rows[0].tenant_id, rows[0].chunk_type, rows[0].source_id)
     with conn.transaction():
         return upsert_sources(conn, {key: rows})
+
+
+ENTRY_TYPES = ("manual", "faq")
+
+
+def stale_entries(conn: psycopg.Connection, embedding_model: str, limit: int = 200) -> list[SourceKey]:
+    """Manual and FAQ entries holding chunks not embedded by `embedding_model` (after a model change)."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT tenant_id, chunk_type, source_id FROM tenant_knowledge
+        WHERE chunk_type = ANY(%s) AND NOT is_parent AND embedding_model IS DISTINCT FROM %s
+        ORDER BY tenant_id, chunk_type, source_id LIMIT %s
+        """,
+        (list(ENTRY_TYPES), embedding_model, limit),
+    ).fetchall()
+    return [(r["tenant_id"], r["chunk_type"], r["source_id"]) for r in rows]
+
+
+def reembed_entries(conn: psycopg.Connection, provider: EmbeddingProvider, keys: Sequence[SourceKey]) -> int:
+    """Re-embed the stored chunks of these manual/FAQ entries with `provider`; returns the chunks
+    written. Website pages are re-embedded by their page runs; these have no crawl to redo."""
+    written = 0
+    for key, rows in load_sources(conn, keys).items():
+        if rows and key[1] in ENTRY_TYPES:
+            stats = _embed_and_store(conn, provider, rows)
+            written += stats.inserted + stats.updated
+    return written
