@@ -138,9 +138,8 @@ def tenants_not_to_launch(instance: dg.DagsterInstance, now: datetime) -> set[st
             updated_after=now - timedelta(seconds=RETRY_DELAY_SECONDS),
         )
     )
-    return {run.tags[TENANT_TAG] for run in active} | {
-        run.tags[TENANT_TAG] for run in failed if run.tags.get(RECOVERED_TAG) != WORKER_GONE
-    }
+    held = [*active, *(run for run in failed if run.tags.get(RECOVERED_TAG) != WORKER_GONE)]
+    return {run.tags[TENANT_TAG] for run in held if TENANT_TAG in run.tags}
 
 
 @dg.sensor(
@@ -162,7 +161,9 @@ def pending_pages_sensor(
             conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK, exclude_tenants=busy
         )
     if not pending:
-        return dg.SensorResult(skip_reason=f"no page run to launch ({len(busy)} tenants have one queued or running)")
+        return dg.SensorResult(
+            skip_reason=f"no page run to launch: {len(busy)} tenants have one queued, running or just failed"
+        )
     generation = int(context.cursor or 0) + 1
     return dg.SensorResult(
         run_requests=[
