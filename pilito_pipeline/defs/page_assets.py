@@ -17,6 +17,7 @@ from pilito_pipeline.defs.partitions import MAX_PAGES_PER_RUN, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.embed import EmbeddingRequestError, embed_rows
 from pilito_pipeline.ingest import knowledge_rows
+from pilito_pipeline.retries import EMBEDDING_STEP_RETRIES, EMBEDDING_STEP_RETRY_DELAY_SECONDS
 from pilito_pipeline.store.knowledge import KnowledgeRow
 from pilito_pipeline.store.pages import PendingPage, load_pages
 from pilito_pipeline.text import Chunk, ExtractedDocument, chunk_document
@@ -90,7 +91,10 @@ def page_chunks(context: dg.AssetExecutionContext, page_content: dict[str, Pendi
     io_manager_key="knowledge_io_manager",
     kinds={"pgvector"},
     pool="embedding_provider",
-    retry_policy=dg.RetryPolicy(max_retries=4, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    retry_policy=dg.RetryPolicy(
+        max_retries=EMBEDDING_STEP_RETRIES, delay=EMBEDDING_STEP_RETRY_DELAY_SECONDS,
+        backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS,
+    ),  # the numbers: pilito_pipeline/retries.py
 )
 def chunk_embeddings(
     context: dg.AssetExecutionContext,

@@ -1,7 +1,8 @@
 """Embeddings from the OpenAI API (or any OpenAI-compatible server) with the official client.
 
 Requests carry up to 2048 inputs and stay under the per-request token cap; the client retries
-429/408/409/5xx and connection errors with exponential backoff, honouring Retry-After. Failures
+429/408/409/5xx and connection errors with exponential backoff, honouring Retry-After
+(`retries.OPENAI_CLIENT_RETRIES` times; a refused request is never retried). Failures
 come out as `ProviderUnavailable` (try again later) or `EmbeddingRequestError` (fix something).
 The API key is handed to the client and never logged or put in a message.
 """
@@ -16,6 +17,7 @@ import pybreaker
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderUnavailable
 from pilito_pipeline.embed.provider import l2_normalised
+from pilito_pipeline.retries import OPENAI_CLIENT_RETRIES
 
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
@@ -52,7 +54,7 @@ class OpenAIProvider:
         api_key: str,
         base_url: str = "",
         timeout_seconds: float = 30.0,
-        max_retries: int = 4,
+        max_retries: int = OPENAI_CLIENT_RETRIES,
         max_inputs_per_request: int = MAX_INPUTS_PER_REQUEST,
         max_tokens_per_request: int = MAX_TOKENS_PER_REQUEST,
         breaker: pybreaker.CircuitBreaker | None = None,

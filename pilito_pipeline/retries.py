@@ -1,0 +1,30 @@
+"""Every retry of the pipeline, decided here. README ("Retries") states the same numbers.
+
+Against a failing embedding provider (HTTP 408/409/429/5xx, timeouts, refused connections):
+- the OpenAI client tries each request `PROVIDER_ATTEMPTS_PER_REQUEST` times (backoff, Retry-After);
+- the `chunk_embeddings` step is tried `EMBEDDING_STEP_ATTEMPTS` times (its RetryPolicy);
+so one page-run attempt makes at most `PROVIDER_ATTEMPTS_PER_RUN_ATTEMPT` calls for the failing
+request (and the circuit breaker, shared through Redis, stops calls earlier across runs).
+A refused request (400, 401, 403, 404, 422: bad key or input) is one call: no client retry, no step
+retry (`Failure(allow_retries=False)`), no run retry.
+
+Run retries (dagster.yaml `run_retries`) re-execute only runs that died without a step failure
+(a killed worker, a lost database): `RUN_RETRIES` more attempts, `retry_on_asset_or_op_failure:
+false`. A step failure is final for its run; page runs are tagged `dagster/max_retries: 0`, and
+the pages sensor launches their pages again later.
+"""
+
+from __future__ import annotations
+
+OPENAI_CLIENT_RETRIES = 2
+EMBEDDING_STEP_RETRIES = 2
+EMBEDDING_STEP_RETRY_DELAY_SECONDS = 10
+"""First wait between step attempts; doubles each time (with jitter)."""
+RUN_RETRIES = 1
+"""dagster.yaml run_retries.max_retries (a test keeps them equal)."""
+
+PROVIDER_ATTEMPTS_PER_REQUEST = 1 + OPENAI_CLIENT_RETRIES
+EMBEDDING_STEP_ATTEMPTS = 1 + EMBEDDING_STEP_RETRIES
+PROVIDER_ATTEMPTS_PER_RUN_ATTEMPT = PROVIDER_ATTEMPTS_PER_REQUEST * EMBEDDING_STEP_ATTEMPTS
+RUN_ATTEMPTS_AFTER_A_CRASH = 1 + RUN_RETRIES
+RUN_ATTEMPTS_AFTER_A_STEP_FAILURE = 1
