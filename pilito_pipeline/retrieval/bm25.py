@@ -1,11 +1,12 @@
-"""Okapi BM25 served from the postings index of migration 0002 (tenant-filtered, true IDF).
+"""Okapi BM25 served from the postings of migration 0010 (tenant-filtered, true IDF).
 
 score(chunk) = sum over distinct query terms t of
     idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))
 idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))       (the non-negative Lucene form)
 N, avgdl: the tenant's searchable chunks and their mean length in terms; df: chunks of the tenant
-containing t. Statistics cover the tenant's whole corpus (every chunk type); the chunk-type filter
-only restricts which chunks are returned.
+containing t (the summed array lengths of the tenant's posting rows for t: one row per term and
+source). Statistics cover the tenant's whole corpus (every chunk type); the chunk-type filter only
+restricts which chunks are returned.
 """
 
 from __future__ import annotations
@@ -22,22 +23,24 @@ WITH stats AS (
       FROM bm25_tenant_stats WHERE tenant_id = %(tenant)s
 ), q AS (
     SELECT DISTINCT term FROM unnest(%(terms)s::text[]) AS term
-), df AS (
-    SELECT p.term, count(*)::float8 AS df
+), hits AS (
+    SELECT p.term, p.chunk_type, p.chunk_ids, p.tfs, p.chunk_lengths
       FROM bm25_postings p JOIN q USING (term)
      WHERE p.tenant_id = %(tenant)s
-     GROUP BY p.term
+), df AS (
+    SELECT term, sum(cardinality(chunk_ids))::float8 AS df FROM hits GROUP BY term
 )
-SELECT p.chunk_id,
+SELECT u.chunk_id,
        sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
-           * p.tf * (%(k1)s + 1)
-           / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.chunk_length / stats.avgdl))) AS score
-  FROM bm25_postings p
+           * u.tf * (%(k1)s + 1)
+           / (u.tf + %(k1)s * (1 - %(b)s + %(b)s * u.chunk_length / stats.avgdl))) AS score
+  FROM hits h
   JOIN df USING (term)
  CROSS JOIN stats
- WHERE p.tenant_id = %(tenant)s AND p.chunk_type = ANY(%(types)s)
- GROUP BY p.chunk_id
- ORDER BY score DESC, p.chunk_id
+ CROSS JOIN LATERAL unnest(h.chunk_ids, h.tfs, h.chunk_lengths) AS u(chunk_id, tf, chunk_length)
+ WHERE h.chunk_type = ANY(%(types)s)
+ GROUP BY u.chunk_id
+ ORDER BY score DESC, u.chunk_id
  LIMIT %(limit)s
 """
 

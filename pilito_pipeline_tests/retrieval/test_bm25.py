@@ -13,7 +13,8 @@ from pilito_pipeline_tests.retrieval.conftest import ChunkSpec, insert_chunks
 
 
 def postings(conn, tenant: str) -> dict[tuple[str, int], int]:
-    rows = conn.execute("SELECT term, chunk_id, tf FROM bm25_postings WHERE tenant_id = %s", (tenant,)).fetchall()
+    rows = conn.execute("SELECT p.term, u.chunk_id, u.tf FROM bm25_postings p,"
+                        " unnest(p.chunk_ids, p.tfs) AS u(chunk_id, tf) WHERE p.tenant_id = %s", (tenant,)).fetchall()
     return {(r["term"], r["chunk_id"]): r["tf"] for r in rows}
 
 
@@ -49,9 +50,9 @@ def test_triggers_keep_postings_and_stats_in_step(database_url: str) -> None:
 def test_unrelated_updates_do_not_touch_postings(database_url: str) -> None:
     with connect(database_url) as conn:
         (a,) = insert_chunks(conn, [ChunkSpec("t1", "x", search_terms=["apple"])])
-        before = conn.execute("SELECT xmin::text FROM bm25_postings WHERE chunk_id = %s", (a,)).fetchone()
+        before = conn.execute("SELECT xmin::text FROM bm25_postings WHERE %s = ANY(chunk_ids)", (a,)).fetchone()
         conn.execute("UPDATE tenant_knowledge SET tldr = 'changed', search_terms = search_terms WHERE id = %s", (a,))
-        after = conn.execute("SELECT xmin::text FROM bm25_postings WHERE chunk_id = %s", (a,)).fetchone()
+        after = conn.execute("SELECT xmin::text FROM bm25_postings WHERE %s = ANY(chunk_ids)", (a,)).fetchone()
         assert before == after
 
 

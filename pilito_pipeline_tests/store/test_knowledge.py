@@ -5,10 +5,10 @@ import psycopg
 import pytest
 
 from pilito_pipeline.store.checks import (
-    count_completed_pages_without_chunks,
-    count_duplicate_chunks,
-    count_embedding_mismatches,
-    count_orphan_chunks,
+    chunks_without_live_page,
+    embedding_mismatches,
+    incomplete_chunk_sets,
+    processed_pages_without_chunks,
 )
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import (
@@ -180,16 +180,16 @@ def test_bad_rows_are_refused_before_writing(database_url: str, mutate, message:
         upsert_sources(conn, {A: rows})
 
 
-def test_health_checks(database_url: str) -> None:
+def test_health_checks_over_the_table_and_over_a_run(database_url: str) -> None:
     with connect(database_url) as conn:
         website = conn.execute(
             "INSERT INTO websites (tenant_id, url) VALUES ('t1', 'https://example.com') RETURNING id"
         ).fetchone()["id"]
         pages = conn.execute(
-            "INSERT INTO pages (tenant_id, website_id, url, status, content_hash, processed_hash)"
-            " VALUES ('t1', %(w)s, 'https://example.com/a', 'fetched', 'h', 'h'),"
-            "        ('t1', %(w)s, 'https://example.com/b', 'fetched', 'h', 'h'),"
-            "        ('t1', %(w)s, 'https://example.com/c', 'gone', NULL, NULL)"
+            "INSERT INTO pages (tenant_id, website_id, url, status, content_hash, processed_hash, document)"
+            " VALUES ('t1', %(w)s, 'https://example.com/a', 'fetched', 'h', 'h', '{}'),"
+            "        ('t1', %(w)s, 'https://example.com/b', 'fetched', 'h', 'h', '{}'),"
+            "        ('t1', %(w)s, 'https://example.com/c', 'gone', NULL, NULL, NULL)"
             " RETURNING partition_key",
             {"w": website},
         ).fetchall()
@@ -198,11 +198,30 @@ def test_health_checks(database_url: str) -> None:
         upsert_sources(conn, {("t1", "website", "p999999"): make_rows(("t1", "website", "p999999"), 1)})
         upsert_sources(conn, {("t2", "website", live[2]): make_rows(("t2", "website", live[2]), 1)})
         upsert_sources(conn, {("t1", "manual", "m1"): make_rows(("t1", "manual", "m1"), 2)})
+        run = [live[2], empty[2]]  # a page run over `live` and `empty`
 
-        assert count_duplicate_chunks(conn) == 0
-        assert count_orphan_chunks(conn) == 2 + 1 + 1  # gone page, missing page, other tenant's page
-        assert count_completed_pages_without_chunks(conn) == 1  # `empty`
-        assert count_embedding_mismatches(conn, MODEL, DIMENSION) == 0
-        assert count_embedding_mismatches(conn, "new-model", DIMENSION) == 2 + 2 + 1 + 1 + 2
+        for scope in (None, run):
+            assert incomplete_chunk_sets(conn, scope) == {}
+            assert embedding_mismatches(conn, scope, MODEL, DIMENSION) == {}
+        # Gone page, missing page, another tenant's chunks under a t1 page; the run sees none of them
+        # (its pages are live and t2 is not its tenant).
+        assert chunks_without_live_page(conn, None) == {"t1": 2 + 1, "t2": 1}
+        assert chunks_without_live_page(conn, run) == {}
+        assert chunks_without_live_page(conn, [gone[2]]) == {"t1": 2}  # a run that includes the gone page
+        assert processed_pages_without_chunks(conn, None) == {"t1": 1}  # `empty`
+        assert processed_pages_without_chunks(conn, run) == {"t1": 1}
+        assert processed_pages_without_chunks(conn, [live[2]]) == {}
+        assert embedding_mismatches(conn, None, "new-model", DIMENSION) == {"t1": 2 + 2 + 1 + 2, "t2": 1}
+        assert embedding_mismatches(conn, run, "new-model", DIMENSION) == {"t1": 2}
+
         conn.execute("UPDATE tenant_knowledge SET tldr_embedding = NULL WHERE chunk_type = 'manual'")
-        assert count_embedding_mismatches(conn, MODEL, DIMENSION) == 2
+        assert embedding_mismatches(conn, None, MODEL, DIMENSION) == {"t1": 2}
+        assert embedding_mismatches(conn, run, MODEL, DIMENSION) == {}
+        conn.execute("DELETE FROM tenant_knowledge WHERE tenant_id = 't1' AND source_id = %s AND chunk_index = 1", (live[2],))
+        assert incomplete_chunk_sets(conn, run) == {"t1": 1}
+        conn.execute("UPDATE tenant_knowledge SET total_chunks = 2 WHERE tenant_id = 't1' AND source_id = %s", (live[2],))
+        conn.execute("UPDATE tenant_knowledge SET chunk_index = 1 WHERE tenant_id = 't1' AND source_id = %s AND chunk_index = 2", (live[2],))
+        assert incomplete_chunk_sets(conn, run) == {}
+        conn.execute("UPDATE tenant_knowledge SET total_chunks = 3 WHERE tenant_id = 't1' AND source_id = %s AND chunk_index = 1", (live[2],))
+        assert incomplete_chunk_sets(conn, run) == {"t1": 1}
+        assert incomplete_chunk_sets(conn, None) == {"t1": 1}

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pilito_pipeline.store.checks import count_duplicate_chunks
+from pilito_pipeline.store.checks import incomplete_chunk_sets
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import SourceKey, load_sources, upsert_sources
 from pilito_pipeline_tests.store.test_knowledge import assert_rows_equal, make_rows
@@ -83,7 +83,7 @@ def test_eight_processes_upserting_overlapping_sources(database_url: str) -> Non
     assert all(worker.exitcode == 0 for worker in workers)
     with connect(database_url) as conn:
         stored = load_sources(conn, SOURCES)
-        assert count_duplicate_chunks(conn) == 0
+        assert incomplete_chunk_sets(conn, None) == {}
         deadlocks = conn.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").fetchone()
         total = conn.execute("SELECT count(*) AS n FROM tenant_knowledge").fetchone()["n"]
     assert deadlocks["deadlocks"] == 0
