@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import psycopg
 
 from pilito_pipeline.embed import EmbeddingProvider, embed_rows
+from pilito_pipeline.settings import get_settings
 from pilito_pipeline.store.knowledge import KnowledgeRow, SourceKey, UpsertStats, load_sources, upsert_sources
 from pilito_pipeline.store.tenants import check_tenant_id
 from pilito_pipeline.text import Chunk, chunk_faq, chunk_manual_text, tokenize
@@ -90,7 +91,7 @@ def ingest_faq(
 def _embed_and_store(
     conn: psycopg.Connection, provider: EmbeddingProvider, rows: list[KnowledgeRow]
 ) -> UpsertStats:
-    embed_rows(rows, provider, reuse_from=conn)
+    embed_rows(rows, provider, reuse_from=conn, tldr=get_settings().embed_tldr)
     key = (rows[0].tenant_id, rows[0].chunk_type, rows[0].source_id)
     with conn.transaction():
         return upsert_sources(conn, {key: rows})

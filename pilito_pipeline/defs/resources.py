@@ -95,6 +95,8 @@ class EmbeddingResource(dg.ConfigurableResource):
     openai_api_key: str = ""
     openai_base_url: str = ""
     redis_url: str = ""
+    embed_tldr: bool = False
+    """Also embed chunks' TL;DRs (settings.embed_tldr)."""
 
     _provider: EmbeddingProvider | None = PrivateAttr(default=None)
 
@@ -109,6 +111,7 @@ class EmbeddingResource(dg.ConfigurableResource):
             openai_api_key=env_secret("OPENAI_API_KEY"),
             openai_base_url=settings.openai_base_url,
             redis_url=settings.redis_url,
+            embed_tldr=settings.embed_tldr,
         )
 
     def to_settings(self) -> Settings:
@@ -120,6 +123,7 @@ class EmbeddingResource(dg.ConfigurableResource):
             openai_api_key=self.openai_api_key,
             openai_base_url=self.openai_base_url,
             redis_url=self.redis_url,
+            embed_tldr=self.embed_tldr,
         )
 
     @property

@@ -22,9 +22,11 @@ class EmbedCounts:
 
 
 def embed_rows(
-    rows: Sequence[KnowledgeRow], provider: EmbeddingProvider, *, reuse_from: psycopg.Connection | None = None
+    rows: Sequence[KnowledgeRow], provider: EmbeddingProvider, *, reuse_from: psycopg.Connection | None = None,
+    tldr: bool = True,
 ) -> EmbedCounts:
-    """Give every non-parent row its full-text and TL;DR embeddings from `provider`.
+    """Give every non-parent row its full-text embedding from `provider`, and its TL;DR
+    embedding when `tldr` (settings.embed_tldr; without it the TL;DR column stays empty).
 
     All missing texts of all rows go to the provider in one `embed` call (it batches). A text the
     same model already embedded for the same source, as stored in the database (`reuse_from`), is
@@ -36,7 +38,7 @@ def embed_rows(
     known: dict[str, np.ndarray] = {}
     if reuse_from is not None and children:
         known = reusable_embeddings(reuse_from, {row.source_key for row in children}, provider.model_name)
-    wanted = [row.full_text for row in children] + [row.tldr for row in children if row.tldr.strip()]
+    wanted = [row.full_text for row in children] + [row.tldr for row in children if tldr and row.tldr.strip()]
     reused_before = sum(1 for text in wanted if text_digest(text) in known)
     missing = list(dict.fromkeys(text for text in wanted if text_digest(text) not in known))
     if missing:
@@ -53,6 +55,6 @@ def embed_rows(
             continue
         row.embedding_model = provider.model_name
         row.full_embedding = known[text_digest(row.full_text)]
-        row.tldr_embedding = known[text_digest(row.tldr)] if row.tldr.strip() else None
+        row.tldr_embedding = known[text_digest(row.tldr)] if tldr and row.tldr.strip() else None
     return EmbedCounts(embedded=len(missing), reused=reused_before)
 

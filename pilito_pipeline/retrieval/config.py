@@ -8,12 +8,15 @@ from typing import Literal
 from pilito_pipeline.settings import Settings
 
 RerankPassage = Literal["tldr", "full"]
+Arms = Literal["hybrid", "dense", "bm25"]
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
     """Defaults of the pipeline; feature flags may override the ones they name at run time."""
 
+    arms: Arms = "hybrid"
+    """Which searches run: both fused by RRF, or one alone (the evaluation's per-method rows)."""
     dense_top_k: int = 20
     """Dense candidates per group (flag `dense_top_k`)."""
     sparse_top_k: int = 15
@@ -21,10 +24,22 @@ class RetrievalConfig:
     fused_limit: int = 20
     """Unique chunks kept after reciprocal-rank fusion."""
     rrf_k: int = 60
+    bm25_weight: float = 1.0
+    """RRF weight of the BM25 list."""
+    dense_weight: float = 1.0
+    """RRF weight of the dense list for non-Persian queries; 0 means dense is not searched."""
     persian_dense_weight: float = 1.0
     """RRF weight of the dense list for Persian queries (BM25's is 1). Plain RRF by default; lower it
     when the embedding model does not cover Persian (the packaged MiniLM is English-only: its
-    vocabulary splits Persian into single letters)."""
+    vocabulary splits Persian into single letters). 0 means dense is not searched for them."""
+    dense_tldr: bool = False
+    """Dense search also over the TL;DR embeddings (a chunk scores the better of its two); they
+    exist only when indexing embeds TL;DRs (`EMBED_TLDR`)."""
+    variants_bm25: bool = True
+    """Persian/mixed queries gain the other variants of the vocabulary doublets they contain as
+    BM25 terms (`retrieval/variants.py`)."""
+    variants_dense: bool = False
+    """... and appended to the text the dense arm embeds."""
     rerank_top_k: int = 8
     """Chunks kept per group after reranking (flag `rerank_top_k`)."""
     rerank_model: str = ""
@@ -49,14 +64,18 @@ class RetrievalConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetrievalConfig:
-        """The defaults, with what the environment decides: the cross-encoder, and no dense weight
-        for Persian when the embedding model does not cover it (`EMBEDDING_LANGUAGES`)."""
+        """The defaults, with what the environment decides: the cross-encoder, the TL;DR arm when
+        TL;DRs are embedded (`EMBED_TLDR`), and no dense weight for Persian when the embedding
+        model does not cover it (`EMBEDDING_LANGUAGES`)."""
         return cls(
             rerank_model=settings.rerank_model,
+            dense_tldr=settings.embed_tldr,
             persian_dense_weight=1.0 if settings.embedding_covers("fa") else 0.0,
         )
 
     def __post_init__(self) -> None:
+        if self.arms not in ("hybrid", "dense", "bm25"):
+            raise ValueError(f"RetrievalConfig.arms must be 'hybrid', 'dense' or 'bm25', got {self.arms!r}")
         for name in ("dense_top_k", "sparse_top_k", "fused_limit", "rrf_k", "rerank_top_k",
                      "rerank_max_length", "rerank_batch_size", "hnsw_ef_search", "statement_timeout_ms"):
             if getattr(self, name) < 1:
@@ -65,7 +84,8 @@ class RetrievalConfig:
             raise ValueError(f"RetrievalConfig.rerank_passage must be 'tldr' or 'full', got {self.rerank_passage!r}")
         if not 0 < self.near_duplicate_threshold <= 1:
             raise ValueError("RetrievalConfig.near_duplicate_threshold must be in (0, 1]")
-        if self.persian_dense_weight < 0:
-            raise ValueError("RetrievalConfig.persian_dense_weight must not be negative")
+        for name in ("bm25_weight", "dense_weight", "persian_dense_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RetrievalConfig.{name} must not be negative")
         if self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
             raise ValueError("RetrievalConfig.bm25_k1 must be >= 0 and bm25_b within [0, 1]")

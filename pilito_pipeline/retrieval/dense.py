@@ -13,7 +13,7 @@ gets the same answer by an exact scan (the planner has nothing else), only slowe
 `tenant_dense_plan` picks the plan from the registry of built indexes. Only vectors of `model` (the
 configured embedding model) are compared: after a model change, rows not yet re-embedded are left
 out, never ranked in another model's vector space. A chunk's similarity is the
-better of its full-text and TL;DR similarities.
+better of its full-text and TL;DR similarities when the TL;DR arm is searched.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ def _arm(column: str, plan: DensePlan) -> str:
     return _ARM.format(distance=distance + (" + 0" if plan == "exact" else ""), column=column)
 
 
-def _search_sql(plan: DensePlan) -> str:
+def _search_sql(plan: DensePlan, tldr: bool) -> str:
+    arms = _arm("full_embedding", plan) + (" UNION ALL " + _arm("tldr_embedding", plan) if tldr else "")
     return (
-        "SELECT id, 1 - min(distance) AS similarity FROM ("
-        + _arm("full_embedding", plan) + " UNION ALL " + _arm("tldr_embedding", plan)
+        "SELECT id, 1 - min(distance) AS similarity FROM (" + arms
         + ") arms GROUP BY id ORDER BY min(distance), id LIMIT %(limit)s"
     )
 
 
-_SQL = {"exact": _search_sql("exact"), "hnsw": _search_sql("hnsw")}
+_SQL = {(plan, tldr): _search_sql(plan, tldr) for plan in ("exact", "hnsw") for tldr in (False, True)}
 
 
 def tenant_dense_plan(conn: psycopg.Connection, tenant_id: str) -> DensePlan:
@@ -71,8 +71,10 @@ def dense_search(
     model: str,
     plan: DensePlan,
     ef_search: int = 100,
+    tldr: bool = False,
 ) -> list[tuple[int, float]]:
-    """(chunk id, cosine similarity) of the tenant's `limit` nearest chunks, best first.
+    """(chunk id, cosine similarity) of the tenant's `limit` nearest chunks, best first; with
+    `tldr`, a chunk's similarity is the better of its full-text and TL;DR similarities.
 
     Runs in its own transaction (the plan settings are SET LOCAL); the connection must be idle.
     """
@@ -81,16 +83,16 @@ def dense_search(
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         _set_plan(cur, plan, max(int(ef_search), int(limit)))
         # prepare=False: planned with the actual tenant id, so the partial index predicate matches.
-        cur.execute(_SQL[plan], _params(tenant_id, chunk_types, vector, limit, model), prepare=False)
+        cur.execute(_SQL[plan, tldr], _params(tenant_id, chunk_types, vector, limit, model), prepare=False)
         return [(int(chunk_id), float(similarity)) for chunk_id, similarity in cur.fetchall()]
 
 
 def explain_dense(conn: psycopg.Connection, tenant_id: str, chunk_types: Sequence[str], vector: np.ndarray,
-                  limit: int, *, model: str, plan: DensePlan, ef_search: int = 100) -> str:
+                  limit: int, *, model: str, plan: DensePlan, ef_search: int = 100, tldr: bool = False) -> str:
     """The plan PostgreSQL runs for `dense_search` (EXPLAIN text), to check which index it uses."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         _set_plan(cur, plan, max(int(ef_search), int(limit)))
-        rows = cur.execute("EXPLAIN " + _SQL[plan], _params(tenant_id, chunk_types, vector, limit, model),
+        rows = cur.execute("EXPLAIN " + _SQL[plan, tldr], _params(tenant_id, chunk_types, vector, limit, model),
                            prepare=False).fetchall()
     return "\n".join(row[0] for row in rows)
 

@@ -1,36 +1,35 @@
-"""Evaluation harness: MRR, nDCG@10 and recall@k of dense-only, BM25-only, hybrid and hybrid+rerank.
+"""Evaluation harness: MRR, nDCG@10 and recall@k of dense-only, BM25-only, hybrid and hybrid+rerank,
+each scored on `Retriever.retrieve_context` itself, the call the chat backend makes.
 
 Queries are JSONL lines `{"id": ..., "query": ..., "relevant": ["/url/path.html", ...]}`; relevance
-is by page (URL path), so a method's chunk ranking is turned into a page ranking (first occurrence
-of each page). Every method runs the production stage code (same SQL, plan choice, RRF and rerank
-passages as `Retriever`) on an already ingested tenant. Gains are binary.
+is by page (URL path). A method is the production retriever with one of its own switches set
+(`RetrievalConfig.arms`, the cross-encoder), so any change to the retriever changes the figures.
+Each call's `RetrievalResult.ranking` (the primary group's candidates after fusion and rerank,
+before the top-k cut and packing) becomes a page ranking (first occurrence of each page); the
+`in context` column is the share of queries with a relevant page in the packed context the chat
+backend receives. Feature flags are left at their defaults (no Redis). Gains are binary.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
-from pilito_pipeline.retrieval.bm25 import bm25_search
-from pilito_pipeline.retrieval.chunks import fetch_chunks
 from pilito_pipeline.retrieval.config import RetrievalConfig
-from pilito_pipeline.retrieval.dense import dense_search, tenant_dense_plan
-from pilito_pipeline.retrieval.fusion import reciprocal_rank_fusion
-from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
-from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, rerank_passage
-from pilito_pipeline.retrieval.retriever import embed_query, fusion_weights
+from pilito_pipeline.retrieval.flags import FeatureFlags
+from pilito_pipeline.retrieval.rerank import CrossEncoderReranker
+from pilito_pipeline.retrieval.retriever import Retriever
 from pilito_pipeline.settings import Settings, get_settings
-from pilito_pipeline.store.db import connect
 
 METHODS = ("dense", "bm25", "hybrid", "hybrid+rerank")
+EXPECTED_METHOD = {"dense": "dense_only", "bm25": "bm25_only", "hybrid": "hybrid", "hybrid+rerank": "hybrid+rerank"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,17 @@ class MethodScores:
     k: int
     mean_latency_ms: float | None
     note: str = ""
+    in_context: float | None = None
+    """Share of queries with a relevant page in the packed context."""
+
+
+def method_config(config: RetrievalConfig, method: str) -> RetrievalConfig:
+    """The retriever configuration a method row runs: `config` with one switch set."""
+    if method == "hybrid+rerank":
+        return replace(config, arms="hybrid")
+    if method in ("dense", "bm25", "hybrid"):
+        return replace(config, arms=method, rerank_model="")
+    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
 def url_path(url: str) -> str:
@@ -103,12 +113,13 @@ def run_evaluation(
     embedder: EmbeddingProvider | None = None,
     config: RetrievalConfig | None = None,
     reranker: CrossEncoderReranker | None = None,
-    chunk_types: Sequence[str] = ("website",),
+    primary_source: str = "website",
+    methods: Sequence[str] = METHODS,
 ) -> list[MethodScores]:
     """One row per method over every query of `queries_file` (see the module docstring).
 
-    The cross-encoder is `config.rerank_model`, else RERANK_MODEL; without one (or if it cannot be
-    loaded) the hybrid+rerank row says so instead of scoring.
+    The cross-encoder is `config.rerank_model`, else RERANK_MODEL; without one the hybrid+rerank
+    row says so instead of scoring, and a method whose searches degraded says how often.
     """
     settings = settings or get_settings()
     config = config or RetrievalConfig.from_settings(settings)
@@ -116,89 +127,48 @@ def run_evaluation(
     reranker = reranker or CrossEncoderReranker(max_length=config.rerank_max_length,
                                                 batch_size=config.rerank_batch_size)
     queries = load_queries(queries_file)
-    rankings: dict[str, list[list[str]]] = {m: [] for m in METHODS}
-    latencies: dict[str, list[float]] = {m: [] for m in METHODS}
-    rerank_note = "" if config.rerank_model else "no cross-encoder configured (RERANK_MODEL)"
-    embedder.embed(["warm-up"])  # keep the first inference's start-up cost out of the timings
-    with connect(database_url, autocommit=True) as conn:
-        plan = tenant_dense_plan(conn, tenant_id)
-        for labelled in queries:
-            analysis = analyze_query(labelled.query)
-            timed = _Timer()
-            vector = timed("embed", lambda a=analysis: embed_query(embedder, a))
-            dense = timed("dense", lambda: dense_search(conn, tenant_id, chunk_types, vector, config.dense_top_k,
-                                                        plan=plan, ef_search=config.hnsw_ef_search))
-            sparse = timed("bm25", lambda a=analysis: bm25_search(conn, tenant_id, chunk_types, a.terms,
-                                                                  config.sparse_top_k, k1=config.bm25_k1, b=config.bm25_b))
-            fused = timed("fusion", lambda: [i for i, _ in reciprocal_rank_fusion(
-                {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
-                k=config.rrf_k, limit=config.fused_limit, weights=fusion_weights(config, analysis))])
-            chunks = fetch_chunks(conn, tenant_id, {i for i, _ in dense} | {i for i, _ in sparse})
-            paths = {i: url_path(c.url or c.document_id or "") for i, c in chunks.items()}
-            ms = timed.ms
-            outcomes = {
-                "dense": ([i for i, _ in dense], ms["embed"] + ms["dense"]),
-                "bm25": ([i for i, _ in sparse], ms["bm25"]),
-                "hybrid": (fused, ms["embed"] + ms["dense"] + ms["bm25"] + ms["fusion"]),
-            }
-            if not rerank_note:
-                try:
-                    reranked = timed("rerank", lambda a=analysis: _rerank(reranker, config, a, fused, chunks))
-                    outcomes["hybrid+rerank"] = (reranked, outcomes["hybrid"][1] + ms["rerank"])
-                except RerankUnavailable as exc:
-                    rerank_note = str(exc)
-            for method, (ids, latency) in outcomes.items():
-                rankings[method].append(_pages(ids, paths))
-                latencies[method].append(latency)
     rows = []
-    for method in METHODS:
-        if method == "hybrid+rerank" and rerank_note:
-            rows.append(MethodScores(method, len(queries), None, None, None, k, None, rerank_note))
+    for method in methods:
+        if method == "hybrid+rerank" and not config.rerank_model:
+            rows.append(MethodScores(method, len(queries), None, None, None, k, None,
+                                     "no cross-encoder configured (RERANK_MODEL)"))
             continue
-        ranked = rankings[method]
+        with Retriever(database_url, embedder=embedder, flags=FeatureFlags(""), config=method_config(config, method),
+                       reranker=reranker) as retriever:
+            retriever.warm_up()  # keep model loading out of the timings
+            rankings, contexts, latencies, off = [], [], [], 0
+            for labelled in queries:
+                result = retriever.retrieve_context(labelled.query, tenant_id, primary_source=primary_source)
+                rankings.append(_pages(result.ranking))
+                contexts.append(_pages(result.primary_context))
+                latencies.append(result.latency_ms)
+                off += result.retrieval_method != EXPECTED_METHOD[method]
+        pairs = list(zip(rankings, queries, strict=True))
         rows.append(MethodScores(
             method, len(queries),
-            mrr=float(np.mean([reciprocal_rank(r, q.relevant) for r, q in zip(ranked, queries, strict=True)])),
-            ndcg_at_10=float(np.mean([ndcg_at(r, q.relevant, 10) for r, q in zip(ranked, queries, strict=True)])),
-            recall_at_k=float(np.mean([recall_at(r, q.relevant, k) for r, q in zip(ranked, queries, strict=True)])),
-            k=k, mean_latency_ms=float(np.mean(latencies[method])),
+            mrr=float(np.mean([reciprocal_rank(r, q.relevant) for r, q in pairs])),
+            ndcg_at_10=float(np.mean([ndcg_at(r, q.relevant, 10) for r, q in pairs])),
+            recall_at_k=float(np.mean([recall_at(r, q.relevant, k) for r, q in pairs])),
+            k=k, mean_latency_ms=float(np.mean(latencies)),
+            note=f"{off} queries answered by another method (degraded or arm weight 0)" if off else "",
+            in_context=float(np.mean([any(p in q.relevant for p in c) for c, q in zip(contexts, queries, strict=True)])),
         ))
     return rows
 
 
 def format_table(rows: Sequence[MethodScores]) -> str:
     k = rows[0].k if rows else 10
-    lines = [f"{'method':<15} {'queries':>7} {'MRR':>6} {'nDCG@10':>8} {f'recall@{k}':>10} {'ms/query':>9}"]
+    lines = [f"{'method':<15} {'queries':>7} {'MRR':>6} {'nDCG@10':>8} {f'recall@{k}':>10} {'in context':>10}"
+             f" {'ms/query':>9}"]
     for row in rows:
         if row.mrr is None:
             lines.append(f"{row.method:<15} {row.queries:>7}   — {row.note}")
             continue
         lines.append(f"{row.method:<15} {row.queries:>7} {row.mrr:>6.3f} {row.ndcg_at_10:>8.3f}"
-                     f" {row.recall_at_k:>10.3f} {row.mean_latency_ms:>9.1f}")
+                     f" {row.recall_at_k:>10.3f} {row.in_context:>10.3f} {row.mean_latency_ms:>9.1f}"
+                     + (f"  ({row.note})" if row.note else ""))
     return "\n".join(lines)
 
 
-def _pages(chunk_ids: Sequence[int], paths: dict[int, str]) -> list[str]:
-    return list(dict.fromkeys(paths[i] for i in chunk_ids if i in paths))
-
-
-def _rerank(reranker: CrossEncoderReranker, config: RetrievalConfig, analysis: QueryAnalysis,
-            fused: list[int], chunks: dict) -> list[int]:
-    ids = [i for i in fused if i in chunks]
-    passages = [rerank_passage(chunks[i].section_title, chunks[i].text, chunks[i].tldr, config.rerank_passage)
-                for i in ids]
-    scores = reranker.score(config.rerank_model, analysis.text, passages)
-    return [ids[j] for j in np.argsort(-scores, kind="stable")]
-
-
-class _Timer:
-    """Runs callables and keeps their wall time per name, in ms."""
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-
-    def __call__(self, name: str, run: Callable[[], object]):
-        started = time.perf_counter()
-        result = run()
-        self.ms[name] = (time.perf_counter() - started) * 1000
-        return result
+def _pages(chunks: Sequence) -> list[str]:
+    return list(dict.fromkeys(url_path(c.url or c.document_id or "") for c in chunks))

@@ -10,7 +10,8 @@ def reciprocal_rank_fusion(
     weights: Mapping[str, float] | None = None,
 ) -> list[tuple[int, float]]:
     """Fuse ranked id lists: score(id) = sum over lists of weight / (k + rank), rank starting at 1
-    (weight 1 unless `weights` names the list: plain RRF).
+    (weight 1 unless `weights` names the list: plain RRF). A list of weight 0 contributes nothing:
+    neither scores nor candidates of its own.
 
     Returns at most `limit` (id, score) pairs, best first; ties keep the order of first appearance
     (list order, then rank), so the result is deterministic.
@@ -20,6 +21,10 @@ def reciprocal_rank_fusion(
     scores: dict[int, float] = {}
     for name, ranking in rankings.items():
         weight = (weights or {}).get(name, 1.0)
+        if weight < 0:
+            raise ValueError(f"RRF weight of {name!r} must not be negative, got {weight}")
+        if weight == 0:
+            continue
         seen: set[int] = set()
         for rank, item in enumerate(ranking, start=1):
             if item in seen:

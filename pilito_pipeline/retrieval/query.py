@@ -1,4 +1,5 @@
-"""Query analysis: language and normalisation/terms exactly as at indexing (text/), complexity."""
+"""Query analysis: language and normalisation/terms exactly as at indexing (text/), complexity,
+and for Persian or mixed queries the vocabulary variants they could also be written with."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from pilito_pipeline.retrieval.variants import expand
 from pilito_pipeline.text import detect_language, normalize, tokenize
 
 Language = Literal["fa", "en", "mixed"]
@@ -27,9 +29,14 @@ class QueryAnalysis:
     """BM25 terms, exactly as `text.tokenize` indexes chunk text."""
     language: Language
     complexity: Complexity
+    variant_terms: tuple[str, ...] = ()
+    """BM25 terms of the doublet variants the query did not use (`retrieval/variants.py`)."""
+    variant_phrases: tuple[str, ...] = ()
+    """Those variants as text."""
 
     def to_dict(self) -> dict[str, object]:
-        return {"language": self.language, "complexity": self.complexity, "terms": list(self.terms)}
+        return {"language": self.language, "complexity": self.complexity, "terms": list(self.terms),
+                "variant_terms": list(self.variant_terms)}
 
 
 def classify_complexity(normalized: str, terms: tuple[str, ...]) -> Complexity:
@@ -47,10 +54,14 @@ def analyze_query(query: str) -> QueryAnalysis:
         raise ValueError("query must not be empty")
     normalized = normalize(query)
     terms = tuple(dict.fromkeys(tokenize(query)))
+    language = detect_language(normalized)
+    variants = expand(query) if language != "en" else None
     return QueryAnalysis(
         text=query,
         normalized=normalized,
         terms=terms,
-        language=detect_language(normalized),
+        language=language,
         complexity=classify_complexity(normalized, terms),
+        variant_terms=variants.terms if variants else (),
+        variant_phrases=variants.phrases if variants else (),
     )

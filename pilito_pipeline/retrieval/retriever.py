@@ -85,6 +85,9 @@ class RetrievalResult:
     dense_plan: str | None = None
     tenant_chunks: int = 0
     degradations: list[Degradation] = field(default_factory=list)
+    ranking: list[RetrievedChunk] = field(default_factory=list)
+    """The primary group's whole candidate ranking (fused, reranked when a cross-encoder ran)
+    before the top-k cut and packing: what the evaluation scores."""
 
     @property
     def total_chunks(self) -> int:
@@ -244,12 +247,17 @@ class Retriever:
         method = "production_rag" if production else "legacy"
         self.metrics.query_complexity.labels(analysis.complexity, analysis.language).inc()
 
+        # The legacy path is dense alone, whatever the language.
+        weights = fusion_weights(self.config, analysis) if production else {"dense": 1.0, "bm25": 0.0}
+        run_dense, run_bm25 = weights["dense"] > 0, weights["bm25"] > 0
         vector = None
-        with watch.stage("embed"):
-            try:
-                vector = embed_query(self._get_embedder(), analysis)
-            except Exception as exc:  # any provider failure: BM25 carries the query alone
-                degradations.append(self._degrade(method, "embedding", exc))
+        if run_dense:
+            with watch.stage("embed"):
+                try:
+                    vector = embed_query(self._get_embedder(), analysis, self.config)
+                except Exception as exc:  # any provider failure: BM25 carries the query alone
+                    degradations.append(self._degrade(method, "embedding", exc))
+        terms = bm25_terms(analysis, self.config)
 
         try:
             with self.pool.connection() as conn:
@@ -266,20 +274,21 @@ class Retriever:
                         with watch.stage("dense"):
                             dense, ok = self._stage(conn, method, "dense", degradations, lambda c, g=group: dense_search(
                                 c, tenant_id, g.chunk_types, vector, dense_k, model=self._get_embedder().model_name, plan=plan,
-                                ef_search=self.config.hnsw_ef_search))
+                                ef_search=self.config.hnsw_ef_search, tldr=self.config.dense_tldr))
                             used_dense |= ok
-                    if production:
+                    if run_bm25:
                         with watch.stage("bm25"):
                             sparse, ok = self._stage(conn, method, "bm25", degradations, lambda c, g=group: bm25_search(
-                                c, tenant_id, g.chunk_types, analysis.terms, sparse_k,
+                                c, tenant_id, g.chunk_types, terms, sparse_k,
                                 k1=self.config.bm25_k1, b=self.config.bm25_b))
                             used_bm25 |= ok
                     with watch.stage("fusion"):
-                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse, analysis)
+                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse, weights)
                 reranked = False
                 if production:
                     with watch.stage("rerank"):
                         reranked = self._rerank(analysis.text, ranked, flags, method, degradations)
+                ranking = list(ranked["primary"])
                 for name in ranked:
                     ranked[name] = ranked[name][:top_k]
                 with watch.stage("packing"):
@@ -308,6 +317,7 @@ class Retriever:
             context_block=format_context(primary, secondary), retrieval_method=retrieval_method,
             latency_ms=latency_ms, stages_ms=watch.stages, query=analysis,
             dense_plan=plan if used_dense else None, tenant_chunks=tenant_chunks, degradations=degradations,
+            ranking=ranking,
         )
 
     # -- stages ----------------------------------------------------------------------------------
@@ -337,10 +347,10 @@ class Retriever:
             return [], False
 
     def _fuse(self, conn: psycopg.Connection, tenant_id: str, dense: list[tuple[int, float]],
-              sparse: list[tuple[int, float]], analysis: QueryAnalysis) -> list[RetrievedChunk]:
+              sparse: list[tuple[int, float]], weights: dict[str, float]) -> list[RetrievedChunk]:
         fused = reciprocal_rank_fusion(
             {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
-            k=self.config.rrf_k, limit=self.config.fused_limit, weights=fusion_weights(self.config, analysis),
+            k=self.config.rrf_k, limit=self.config.fused_limit, weights=weights,
         )
         rows = fetch_chunks(conn, tenant_id, [i for i, _ in fused])
         dense_scores, sparse_scores = dict(dense), dict(sparse)
@@ -451,10 +461,23 @@ def _method_name(production: bool, used_dense: bool, used_bm25: bool, reranked: 
 
 
 def fusion_weights(config: RetrievalConfig, analysis: QueryAnalysis) -> dict[str, float]:
-    """RRF list weights for this query (see `RetrievalConfig.persian_dense_weight`)."""
-    return {"dense": config.persian_dense_weight} if analysis.language == "fa" else {}
+    """RRF list weights for this query: `config.arms` switches an arm off (weight 0), the dense
+    weight depends on the language (see `RetrievalConfig.persian_dense_weight`)."""
+    dense = config.persian_dense_weight if analysis.language == "fa" else config.dense_weight
+    return {"dense": 0.0 if config.arms == "bm25" else dense,
+            "bm25": 0.0 if config.arms == "dense" else config.bm25_weight}
 
 
-def embed_query(embedder: EmbeddingProvider, analysis: QueryAnalysis) -> np.ndarray:
-    """The query vector exactly as `retrieve_context` computes it (used by the evaluation)."""
-    return embedder.embed([analysis.normalized])[0]
+def bm25_terms(analysis: QueryAnalysis, config: RetrievalConfig) -> tuple[str, ...]:
+    """The query's BM25 terms, with its doublet variants when `config.variants_bm25`."""
+    return analysis.terms + analysis.variant_terms if config.variants_bm25 else analysis.terms
+
+
+def embed_query(embedder: EmbeddingProvider, analysis: QueryAnalysis, config: RetrievalConfig | None = None) -> np.ndarray:
+    """The query vector: the normalised query (with its doublet variants when
+    `config.variants_dense`), embedded as a query where the provider distinguishes queries from
+    passages (e5's "query: " prefix)."""
+    text = analysis.normalized
+    if config is not None and config.variants_dense and analysis.variant_phrases:
+        text = f"{text} ({', '.join(analysis.variant_phrases)})"
+    return embedder.embed_queries([text])[0]

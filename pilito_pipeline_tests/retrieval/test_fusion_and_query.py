@@ -26,6 +26,17 @@ def test_rrf_k_changes_the_order_and_limit_cuts() -> None:
         reciprocal_rank_fusion(rankings, k=0)
 
 
+def test_rrf_weight_zero_list_contributes_nothing() -> None:
+    """Not even candidates: a zero-weight arm must not pad the fused list with score-0 noise."""
+    fused = reciprocal_rank_fusion({"dense": [1, 2, 3], "bm25": [3, 4]}, k=60, weights={"dense": 0.0})
+    assert fused == [(3, pytest.approx(1 / 61)), (4, pytest.approx(1 / 62))]
+    assert reciprocal_rank_fusion({"dense": [1, 2]}, weights={"dense": 0.0}) == []
+    weighted = dict(reciprocal_rank_fusion({"dense": [1], "bm25": [2]}, k=60, weights={"dense": 0.5, "bm25": 2.0}))
+    assert weighted == pytest.approx({1: 0.5 / 61, 2: 2 / 61})
+    with pytest.raises(ValueError, match="negative"):
+        reciprocal_rank_fusion({"dense": [1]}, weights={"dense": -1.0})
+
+
 def test_rrf_ignores_repeats_within_one_list() -> None:
     assert dict(reciprocal_rank_fusion({"dense": [1, 1, 2]}, k=60)) == pytest.approx({1: 1 / 61, 2: 1 / 63})
 

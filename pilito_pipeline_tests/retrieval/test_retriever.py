@@ -245,3 +245,47 @@ def test_sibling_children_are_expanded_to_their_parent(database_url: str, embedd
         result = retriever.retrieve_context("summer IELTS class days", "school")
     assert result.primary_context[0].chunk_id == parent_id
     assert len(result.primary_context[0].expanded_from) == 2
+
+
+def test_arms_switch_selects_the_searches(database_url: str, embedder, corpus) -> None:
+    """The evaluation's per-method rows are these switches of the production retriever."""
+    for arms, method, stage in (("dense", "dense_only", "dense"), ("bm25", "bm25_only", "bm25"),
+                                ("hybrid", "hybrid", None)):
+        with make_retriever(database_url, embedder, arms=arms) as retriever:
+            result = retriever.retrieve_context("scholarships for excellent grades", "school")
+        assert result.retrieval_method == method
+        assert result.ranking and result.ranking[0].url == "http://school/scholarships"
+        if stage == "dense":
+            assert all("bm25" not in c.scores for c in result.ranking) and "bm25" not in result.stages_ms
+        if stage == "bm25":
+            assert all("dense" not in c.scores for c in result.ranking) and "embed" not in result.stages_ms
+
+
+def test_a_zero_weight_arm_contributes_no_candidates(database_url: str, embedder, corpus) -> None:
+    """Dense weight 0 for Persian (an English-only embedder): no query embedding, no dense search,
+    and none of the dense arm's candidates pad the fused list with score 0."""
+    with make_retriever(database_url, embedder, persian_dense_weight=0.0) as retriever:
+        result = retriever.retrieve_context("شهریه آیلتس", "school")
+    assert result.retrieval_method == "bm25_only" and "embed" not in result.stages_ms
+    assert result.ranking and all("bm25" in c.scores and "dense" not in c.scores for c in result.ranking)
+    assert [c.url for c in result.ranking] == ["http://school/fa/fees"]
+    with make_retriever(database_url, embedder, persian_dense_weight=1.0) as retriever:
+        padded = retriever.retrieve_context("شهریه آیلتس", "school")
+    assert padded.retrieval_method == "hybrid" and len(padded.ranking) > 1  # dense adds its candidates
+
+
+def test_doublet_variants_reach_bm25(database_url: str, embedder) -> None:
+    """The page says گذرواژه; the customer writes رمز عبور: found only with the variants on."""
+    rows = [("website", "p1", "تغییر گذرواژه", "برای تغییر گذرواژه‌تان به بخش حساب بروید.", "http://s/password"),
+            ("website", "p2", "ساعات کاری", "دفتر ما از شنبه تا چهارشنبه باز است.", "http://s/hours")]
+    with connect(database_url) as conn:
+        insert_chunks(conn, specs("shop", rows, embedder))
+        conn.commit()
+    query = "چطور رمز عبورم را عوض کنم؟"
+    with make_retriever(database_url, embedder, arms="bm25", variants_bm25=True) as retriever:
+        expanded = retriever.retrieve_context(query, "shop")
+    with make_retriever(database_url, embedder, arms="bm25", variants_bm25=False) as retriever:
+        plain = retriever.retrieve_context(query, "shop")
+    assert "گذرواژه" in expanded.query.variant_terms
+    assert [c.url for c in expanded.ranking][:1] == ["http://s/password"]
+    assert "http://s/password" not in [c.url for c in plain.ranking]
