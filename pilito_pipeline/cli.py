@@ -132,6 +132,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import signal
+
+    import dagster as dg
+
+    from pilito_pipeline.metrics import serve_ingestion_metrics
+
+    with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME's instance: where every run reports
+        server, _ = serve_ingestion_metrics(instance, args.port, args.host)
+        print(f"ingestion metrics at http://{args.host}:{args.port}/metrics", flush=True)
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+        try:
+            signal.sigwait(stop)
+        finally:
+            server.shutdown()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pilito_pipeline.demo_run import run_demo
     from pilito_pipeline.up import StackAlreadyRunning
@@ -199,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     p.add_argument("--data-dir", help="embedded database and Dagster home (default: PILITO_DATA_DIR or .pilito)")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("metrics", help="serve ingestion metrics (Prometheus) read from the Dagster instance")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9108)
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("demo", help="serve the sample site, crawl it through Dagster, answer two questions")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port")

@@ -6,7 +6,7 @@ query complexity/language. Never a tenant id or a query.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 2.0, 5.0)
 CHUNK_BUCKETS = (0, 1, 2, 3, 5, 8, 12, 20, 40)
@@ -44,6 +44,11 @@ class RagMetrics:
             "rag_chunk_scores", "Scores of returned chunks by the stage that ranked them", ["source"],
             buckets=(-10, -5, -2, -1, 0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 20),
             registry=r)
+
+    def serve(self, port: int, host: str = "0.0.0.0"):
+        """Expose this registry at `http://host:port/metrics` from a background thread (the chat
+        backend: `RetrievalResource.from_env().metrics.serve(9100)`); returns (server, thread)."""
+        return start_http_server(port, addr=host, registry=self.registry)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's current value (0.0 when never observed): `value("rag_errors_total", {...})`."""
