@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pilito_pipeline.crawl import normalize_url
+from pilito_pipeline.status import HEADER
 from pilito_pipeline.up import data_dir_lock
 from pilito_pipeline_tests.test_demo import free_port, leftover_processes
 
@@ -68,6 +70,15 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def status_row(screen: str, url: str) -> dict[str, str]:
+    """The `status` table's row for the site whose URL line is `url` (columns as the header places them)."""
+    lines = screen.splitlines()
+    starts = [lines[0].index(name) for name in HEADER]
+    row = lines[lines.index(f"    {url}") - 1]
+    ends = starts[1:] + [len(row)]
+    return {name: row[start:end].strip() for name, start, end in zip(HEADER, starts, ends, strict=True)}
+
+
 def wait_until(condition: Callable[[], bool], what: str, deadline: float, diagnostics: Callable[[], str]) -> None:
     while not condition():
         if time.monotonic() > deadline:
@@ -114,7 +125,8 @@ def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path,
         def status_ready() -> bool:
             status = cli(env, "status", "--tenant", "acme")
             assert status.returncode == 0, status.stderr
-            return small_site.rstrip("/") in status.stdout and "ready" in status.stdout
+            site = status_row(status.stdout, normalize_url(small_site))
+            return site["state"] == "ready" and site["pending"] == "0" and int(site["indexed"]) >= 2
 
         wait_until(status_ready, "crawled website in `status`", deadline, diagnostics)
 
