@@ -1,64 +1,131 @@
-"""Asset checks beside `chunk_embeddings`: the knowledge table stays exactly-once and complete.
+"""Knowledge-base checks: run-scoped checks beside `chunk_embeddings`, and a scheduled full audit.
 
-They query the whole table (cheap aggregate scans) after each page run, so an operator sees in the
-UI the moment anything drifts: duplicates, chunks of gone pages, wrong embeddings, empty pages.
+`knowledge_run_checks` runs with every page run and looks only at that run's pages (and, for
+their chunks, their tenant): its cost follows the run, not the table, and another tenant's drift
+cannot fail it. `knowledge_audit` applies the same rules to the whole table (every tenant, manual
+and FAQ chunks too), on a schedule, and names the tenants that drift.
 """
 
-
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import psycopg
 
 from pilito_pipeline.defs.page_assets import chunk_embeddings
+from pilito_pipeline.defs.partitions import pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.store import checks as store_checks
-from pilito_pipeline.store.pages import count_chunks_without_live_page
+
+Counter = Callable[[psycopg.Connection, Sequence[str] | None, EmbeddingResource], dict[str, int]]
 
 
-def _zero(database: DatabaseResource, count: Callable[[psycopg.Connection], int], what: str) -> dg.AssetCheckResult:
+@dataclass(frozen=True)
+class KnowledgeRule:
+    name: str
+    description: str
+    found: str
+    """What a non-zero count counts."""
+    count: Counter
+
+
+RULES = (
+    KnowledgeRule(
+        "chunk_sets_complete",
+        "Each page's chunks are positions 0..n-1, each once, all saying n chunks (no lost or leftover chunk).",
+        "pages with an incomplete chunk set",
+        lambda conn, pages, _: store_checks.incomplete_chunk_sets(conn, pages),
+    ),
+    KnowledgeRule(
+        "no_chunks_of_removed_pages",
+        "No website chunk belongs to a page that is not live (gone, skipped, missing, another tenant's).",
+        "chunks whose page is not live",
+        lambda conn, pages, _: store_checks.chunks_without_live_page(conn, pages),
+    ),
+    KnowledgeRule(
+        "embeddings_match_model",
+        "Every searchable chunk is embedded by the configured model and dimension.",
+        "chunks not embedded by the configured model",
+        lambda conn, pages, embedder: store_checks.embedding_mismatches(
+            conn, pages, embedder.model_name, embedder.dimension),  # known without loading the model
+    ),
+    KnowledgeRule(
+        "processed_pages_have_chunks",
+        "Every page processed for its current text has chunks.",
+        "processed pages without chunks",
+        lambda conn, pages, _: store_checks.processed_pages_without_chunks(conn, pages),
+    ),
+)
+
+
+def evaluate_rules(
+    database: DatabaseResource, embedder: EmbeddingResource, pages: Sequence[str] | None
+) -> Iterator[dg.AssetCheckResult]:
+    """One result per rule over `pages` (None: the whole table), with the drifting tenants."""
     with database.connect() as conn:
-        found = count(conn)
-    return dg.AssetCheckResult(
-        passed=found == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{found} {what}" if found else None,
-        metadata={"count": found},
-    )
+        for rule in RULES:
+            found = rule.count(conn, pages, embedder)
+            total = sum(found.values())
+            yield dg.AssetCheckResult(
+                check_name=rule.name,
+                passed=total == 0,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{total} {rule.found}" if total else None,
+                metadata={
+                    "count": total,
+                    "tenants": ", ".join(f"{tenant}: {n}" for tenant, n in sorted(found.items())) or "none",
+                    "pages_checked": "all" if pages is None else len(pages),
+                },
+            )
 
 
-@dg.asset_check(asset=chunk_embeddings, description="No chunk position is stored twice.")
-def no_duplicate_chunks(database: DatabaseResource) -> dg.AssetCheckResult:
-    return _zero(database, store_checks.count_duplicate_chunks, "duplicated chunk positions")
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(rule.name, asset=chunk_embeddings, description=rule.description) for rule in RULES],
+    description="The run's pages only (cost proportional to the run); the full table is `knowledge_audit`'s.",
+)
+def knowledge_run_checks(
+    context: dg.AssetCheckExecutionContext, database: DatabaseResource, embedder: EmbeddingResource
+) -> Iterator[dg.AssetCheckResult]:
+    yield from evaluate_rules(database, embedder, run_pages(context))
 
 
-@dg.asset_check(asset=chunk_embeddings, description="No website chunk outlives its page.")
-def no_orphan_chunks(database: DatabaseResource) -> dg.AssetCheckResult:
-    return _zero(database, store_checks.count_orphan_chunks, "chunks whose page is missing or gone")
+def run_pages(context: dg.AssetCheckExecutionContext) -> list[str]:
+    """The page keys the run targets (its partition or key range; none for an unpartitioned run).
+    Resolved from the run's range itself, so the checks also run alone over a range (from the UI)."""
+    if context.has_partition_key:
+        return [context.partition_key]
+    if context.has_partition_key_range:
+        with dg.partition_loading_context(dynamic_partitions_store=context.instance):
+            return list(pages_partitions.get_partition_keys_in_range(context.partition_key_range))
+    return []
 
 
-@dg.asset_check(asset=chunk_embeddings, description="Every searchable chunk is embedded by the configured model and dimension.")
-def embeddings_match_model(database: DatabaseResource, embedder: EmbeddingResource) -> dg.AssetCheckResult:
-    model, dimension = embedder.model_name, embedder.dimension  # known without loading the model
-    return _zero(
-        database,
-        lambda conn: store_checks.count_embedding_mismatches(conn, model, dimension),
-        f"chunks not embedded by {model} ({dimension}-d)",
-    )
+knowledge_base = dg.AssetSpec(
+    "knowledge_base",
+    deps=[chunk_embeddings],
+    group_name="maintenance",
+    kinds={"pgvector"},
+    description="tenant_knowledge as a whole (website pages, manual texts, FAQs of every tenant), as audited.",
+)
 
 
-@dg.asset_check(asset=chunk_embeddings, description="Every page processed for its current text has chunks.")
-def processed_pages_have_chunks(database: DatabaseResource) -> dg.AssetCheckResult:
-    return _zero(database, store_checks.count_completed_pages_without_chunks, "processed pages without chunks")
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(rule.name, asset=knowledge_base.key, description=rule.description) for rule in RULES],
+    description="The run checks' rules over the whole table, by tenant.",
+)
+def knowledge_audit(database: DatabaseResource, embedder: EmbeddingResource) -> Iterator[dg.AssetCheckResult]:
+    yield from evaluate_rules(database, embedder, None)
 
 
-@dg.asset_check(asset=chunk_embeddings, description="No website chunk belongs to a page that is not live (gone, skipped, missing).")
-def no_chunks_of_removed_pages(database: DatabaseResource) -> dg.AssetCheckResult:
-    with database.connect() as conn:
-        found = count_chunks_without_live_page(conn)
-    return dg.AssetCheckResult(
-        passed=found == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{found} chunks whose page is not live" if found else None,
-        metadata={"count": found},
-    )
+knowledge_audit_job = dg.define_asset_job(
+    "knowledge_audit_job",
+    selection=dg.AssetSelection.checks(knowledge_audit),
+    description="Full-table audit of the knowledge base (every tenant); page runs check only their pages.",
+)
+
+knowledge_audit_schedule = dg.ScheduleDefinition(
+    job=knowledge_audit_job,
+    cron_schedule="30 3 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Nightly full-table audit of the knowledge base.",
+)

@@ -1,5 +1,9 @@
-"""Maintenance: tenants whose size crossed the ANN threshold (either way) without a page run to
-notice it, e.g. right after migration 0005 on existing data, get their indexes built or dropped."""
+"""Index maintenance: the one place ANN indexes are built or dropped.
+
+Page runs only write rows (small tenants never pay HNSW upkeep); the sensor notices tenants whose
+size crossed the ANN threshold either way (after page runs, deletions, or migration 0005 on
+existing data) and launches `tenant_ann_indexes`, which builds CONCURRENTLY outside any write
+transaction. Until a tenant's indexes are valid, retrieval searches it exactly."""
 
 import time
 
@@ -31,7 +35,7 @@ def tenant_ann_indexes(context: dg.AssetExecutionContext, database: DatabaseReso
 
 @dg.sensor(
     asset_selection=[tenant_ann_indexes],
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launch index maintenance when a tenant needs its ANN indexes built, repaired or dropped.",
 )

@@ -18,7 +18,7 @@ from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.embed import EmbeddingRequestError, embed_rows
 from pilito_pipeline.ingest import knowledge_rows
 from pilito_pipeline.retries import EMBEDDING_STEP_RETRIES, EMBEDDING_STEP_RETRY_DELAY_SECONDS
-from pilito_pipeline.store.knowledge import KnowledgeRow
+from pilito_pipeline.store.knowledge import PageVersion, store_pages
 from pilito_pipeline.store.pages import PendingPage, load_pages
 from pilito_pipeline.text import Chunk, ExtractedDocument, chunk_document
 
@@ -27,16 +27,6 @@ from pilito_pipeline.text import Chunk, ExtractedDocument, chunk_document
 class PageChunks:
     page: PendingPage
     chunks: list[Chunk]
-
-
-@dataclass(frozen=True)
-class PageKnowledge:
-    """Everything the knowledge IO manager writes for one page."""
-
-    tenant_id: str
-    content_hash: str
-    embedding_model: str
-    rows: list[KnowledgeRow]
 
 
 # Dagster marks the `backfill_policy` parameter beta; it is how a UI backfill is split into runs of
@@ -88,7 +78,6 @@ def page_chunks(context: dg.AssetExecutionContext, page_content: dict[str, Pendi
 
 @dg.asset(
     **PAGE_ASSET,
-    io_manager_key="knowledge_io_manager",
     kinds={"pgvector"},
     pool="embedding_provider",
     retry_policy=dg.RetryPolicy(
@@ -101,20 +90,25 @@ def chunk_embeddings(
     page_chunks: dict[str, PageChunks],
     database: DatabaseResource,
     embedder: EmbeddingResource,
-) -> dict[str, PageKnowledge]:
-    """Embeddings of every chunk (TL;DR and full text) of the run's pages, in shared batches.
+) -> dg.MaterializeResult:
+    """Embeddings of every chunk (TL;DR and full text) of the run's pages, in shared batches, written
+    into the knowledge base together with the pages' state.
 
     Chunks whose text and model are unchanged reuse their stored embeddings: no provider call.
     When the provider is unavailable (or its circuit open) this fails fast and the retry policy
     backs off; a refused request (bad key, bad input) fails without retries.
+
+    The asset that makes the change records it: one transaction (`store_pages`) makes each page
+    hold exactly its current chunks and marks it processed for the text and model they came from,
+    so page state never runs ahead of (or behind) the data. Nothing loads this asset's value
+    (retrieval reads the table), so it has no IO manager; ANN indexes are `tenant_ann_indexes`'.
     """
     started = time.perf_counter()
     provider = embedder.get_provider()
     knowledge = {
-        key: PageKnowledge(
+        key: PageVersion(
             pc.page.tenant_id,
             pc.page.content_hash,
-            provider.model_name,
             knowledge_rows(
                 pc.page.tenant_id, "website", key, pc.page.url, pc.chunks,
                 {"url": pc.page.url, "website_id": pc.page.website_id},
@@ -128,6 +122,8 @@ def chunk_embeddings(
             counts = embed_rows(all_rows, provider, reuse_from=conn, tldr=embedder.embed_tldr)
         except EmbeddingRequestError as exc:  # a bad key or input: retrying cannot help
             raise dg.Failure(description=f"embedding request refused: {exc}", allow_retries=False) from exc
+    with database.connect() as conn:
+        stats = store_pages(conn, knowledge, provider.model_name)
     seconds = time.perf_counter() - started
     rates = {
         "pages_per_second": round(len(knowledge) / seconds, 2),
@@ -138,15 +134,18 @@ def chunk_embeddings(
         f" {counts.reused} reused in {seconds:.1f}s ({rates['pages_per_second']} pages/s,"
         f" {rates['embeddings_per_second']} embeddings/s)"
     )
-    context.add_output_metadata(
-        {
+    return dg.MaterializeResult(
+        metadata={
             "pages": len(knowledge),
             "chunks": len(all_rows),
             "embeddings_computed": counts.embedded,
             "embeddings_reused": counts.reused,
             "model": provider.model_name,
+            "rows_inserted": stats.inserted,
+            "rows_updated": stats.updated,
+            "rows_unchanged": stats.unchanged,
+            "rows_deleted": stats.deleted,
             "seconds": round(seconds, 3),
             **rates,
         }
     )
-    return knowledge

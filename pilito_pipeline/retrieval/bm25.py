@@ -5,7 +5,7 @@ score(chunk) = sum over distinct query terms t of
 idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))       (the non-negative Lucene form)
 N, avgdl: the tenant's searchable chunks and their mean length in terms; df: chunks of the tenant
 containing t (the summed array lengths of the tenant's posting rows for t: one row per term and
-source). Statistics cover the tenant's whole corpus (every chunk type); the chunk-type filter only
+write segment). Statistics cover the tenant's whole corpus (every chunk type); the chunk-type filter only
 restricts which chunks are returned.
 """
 

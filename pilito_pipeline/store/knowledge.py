@@ -25,6 +25,8 @@ from pgvector import HalfVector
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
+from pilito_pipeline.store.pages import mark_pages_processed
+
 SourceKey = tuple[str, str, str]
 """(tenant_id, chunk_type, source_id)"""
 
@@ -243,6 +245,25 @@ def upsert_sources(
             deleted = cur.execute(_DELETE_ROWS, [list(column) for column in zip(*stale, strict=True)]).rowcount
     unchanged = len(incoming) - inserted - updated
     return UpsertStats(inserted=inserted, updated=updated, unchanged=unchanged, deleted=deleted)
+
+
+@dataclass(frozen=True)
+class PageVersion:
+    """The chunks of one crawled page (a `website` source) and the extracted text they were made from."""
+
+    tenant_id: str
+    content_hash: str
+    rows: Sequence[KnowledgeRow]
+
+
+def store_pages(conn: psycopg.Connection, pages: Mapping[str, PageVersion], embedding_model: str) -> UpsertStats:
+    """Make each page (by partition key) hold exactly its rows and mark it processed for its content
+    hash and `embedding_model`, in one transaction: a page's state advances with its chunks or not at
+    all, so a writer killed at any point leaves the page pending and a rerun converges."""
+    with conn.transaction():
+        stats = upsert_sources(conn, {(page.tenant_id, "website", key): page.rows for key, page in pages.items()})
+        mark_pages_processed(conn, {key: page.content_hash for key, page in pages.items()}, embedding_model)
+    return stats
 
 
 def _identity(row: KnowledgeRow) -> tuple[str, str, str, int]:

@@ -9,15 +9,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pilito_pipeline.defs.checks import (
-    embeddings_match_model,
-    no_chunks_of_removed_pages,
-    no_duplicate_chunks,
-    no_orphan_chunks,
-    processed_pages_have_chunks,
-)
+from pilito_pipeline.defs.checks import RULES, knowledge_run_checks
 from pilito_pipeline.defs.crawl_assets import website_crawl
-from pilito_pipeline.defs.io_managers import KnowledgeIOManager, PageValuesIOManager
+from pilito_pipeline.defs.io_managers import PageValuesIOManager
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
 from pilito_pipeline.defs.partitions import TENANT_TAG
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource
@@ -27,8 +21,7 @@ from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import register_website
 
 PAGE_ASSETS = [page_content, page_chunks, chunk_embeddings]
-KNOWLEDGE_CHECKS = [no_duplicate_chunks, no_orphan_chunks, embeddings_match_model, processed_pages_have_chunks,
-                    no_chunks_of_removed_pages]
+KNOWLEDGE_CHECKS = [knowledge_run_checks]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +45,6 @@ def resources(database_url: str) -> dict[str, Any]:
         "crawler": CrawlerResource(rate_limit_seconds=0.0, allowed_hosts=["127.0.0.1"]),
         "embedder": EmbeddingResource(),
         "page_values_io_manager": PageValuesIOManager(database=database),
-        "knowledge_io_manager": KnowledgeIOManager(database=database),
     }
 
 
@@ -83,7 +75,7 @@ def run_sensors_and_runs(instance: dg.DagsterInstance, resources: dict[str, Any]
         )
         assert outcome.success
         checks = outcome.get_asset_check_evaluations()
-        assert len(checks) == len(KNOWLEDGE_CHECKS) and all(check.passed for check in checks), checks
+        assert len(checks) == len(RULES) and all(check.passed for check in checks), checks
         launched["page_runs"] += 1
         materialization = outcome.asset_materializations_for_node("chunk_embeddings")[0]  # one per page, same run metadata
         for name in ("embeddings_computed", "embeddings_reused"):

@@ -11,7 +11,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from dagster._core.test_utils import create_run_for_test
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
-from pilito_pipeline.defs.io_managers import KnowledgeIOManager
+from pilito_pipeline.defs.maintenance import ann_index_sensor, tenant_ann_indexes
 from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
 from pilito_pipeline.defs.resources import DatabaseResource
 from pilito_pipeline.defs.sensors import pending_pages_sensor, website_crawl_sensor
@@ -75,9 +75,14 @@ def test_a_tenant_past_the_threshold_gets_its_own_ann_index(
     database_url: str, demo_site: str, instance: dg.DagsterInstance, resources: dict[str, Any]
 ) -> None:
     database = DatabaseResource(database_url=database_url, ann_index_min_chunks=10)
-    resources = {**resources, "database": database, "knowledge_io_manager": KnowledgeIOManager(database=database)}
+    resources = {**resources, "database": database}
     register(database_url, "big", demo_site)
     run_sensors_and_runs(instance, resources)
+    with connect(database_url) as conn:  # page runs write rows only; the index is maintenance's job
+        assert conn.execute("SELECT count(*) AS n FROM tenant_ann_indexes").fetchone()["n"] == 0
+    sensor = ann_index_sensor(dg.build_sensor_context(instance=instance, resources={"database": database}))
+    assert len(sensor.run_requests) == 1
+    assert dg.materialize([tenant_ann_indexes], instance=instance, resources={"database": database}).success
     with connect(database_url) as conn:
         registered = conn.execute("SELECT tenant_id FROM tenant_ann_indexes").fetchall()
     assert [row["tenant_id"] for row in registered] == ["big"]

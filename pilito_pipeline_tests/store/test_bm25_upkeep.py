@@ -1,10 +1,11 @@
 """BM25 upkeep (migration 0010) stays exact: after inserts, updates and deletes, through
 `upsert_sources` and through plain SQL, the postings and statistics equal a from-scratch
-recomputation from `tenant_knowledge`."""
+recomputation from `tenant_knowledge`; the migration's rebuild of existing rows too."""
 
 from __future__ import annotations
 
 import random
+from importlib import resources
 
 import psycopg
 
@@ -15,16 +16,16 @@ from pilito_pipeline_tests.store.test_knowledge import make_rows
 VOCABULARY = ["visa", "course", "price", "ielts", "شهریه", "کلاس", "teacher", "online", "exam", "book"]
 
 STORED = """
-SELECT p.tenant_id, p.term, p.chunk_type, p.source_id, u.chunk_id, u.tf, u.length
+SELECT p.tenant_id, p.term, p.chunk_type, u.chunk_id, u.tf, u.length
   FROM bm25_postings p, unnest(p.chunk_ids, p.tfs, p.chunk_lengths) AS u(chunk_id, tf, length)
- ORDER BY 1, 2, 3, 4, 5
+ ORDER BY 1, 2, 3, 4, 5, 6
 """
 RECOMPUTED = """
-SELECT k.tenant_id, t.term, k.chunk_type, k.source_id, k.id, count(*)::int, cardinality(k.search_terms)
+SELECT k.tenant_id, t.term, k.chunk_type, k.id, count(*)::int, cardinality(k.search_terms)
   FROM tenant_knowledge k, unnest(k.search_terms) AS t(term)
  WHERE NOT k.is_parent
- GROUP BY k.tenant_id, t.term, k.chunk_type, k.source_id, k.id, cardinality(k.search_terms)
- ORDER BY 1, 2, 3, 4, 5
+ GROUP BY k.tenant_id, t.term, k.chunk_type, k.id, cardinality(k.search_terms)
+ ORDER BY 1, 2, 3, 4, 5, 6
 """
 STORED_STATS = "SELECT tenant_id, chunk_count, total_length FROM bm25_tenant_stats WHERE chunk_count > 0 ORDER BY 1"
 RECOMPUTED_STATS = """
@@ -92,3 +93,17 @@ def test_postings_equal_a_recomputation_after_every_kind_of_write(database_url: 
         conn.execute("DELETE FROM tenant_knowledge")
         assert_exact(conn)
         assert conn.execute("SELECT count(*) AS n FROM bm25_postings").fetchone()["n"] == 0
+
+
+def test_the_migration_indexes_rows_written_before_it(database_url: str) -> None:
+    migration = (resources.files("pilito_pipeline.store") / "migrations" / "0010_bm25_segment_postings.sql").read_text()
+    backfill = migration[migration.index("-- Rows written before this migration"):]
+    rng = random.Random(8)
+    keys: list[SourceKey] = [("t1", "website", f"s{i}") for i in range(3)] + [("t2", "faq", "f")]
+    with connect(database_url) as conn:
+        upsert_sources(conn, {k: with_terms(make_rows(k, 4, with_parent=True), rng) for k in keys})
+        conn.execute("TRUNCATE bm25_postings")
+        conn.execute("UPDATE bm25_tenant_stats SET chunk_count = 99")
+        conn.execute(backfill)
+        assert_exact(conn)
+        assert conn.execute("SELECT count(DISTINCT segment) AS n FROM bm25_postings").fetchone()["n"] == 1

@@ -13,11 +13,13 @@ from pilito_pipeline.store.checks import (
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import (
     KnowledgeRow,
+    PageVersion,
     SourceKey,
     UpsertStats,
     delete_sources,
     load_sources,
     reusable_embeddings,
+    store_pages,
     text_digest,
     upsert_sources,
 )
@@ -162,6 +164,32 @@ def test_a_failing_upsert_writes_nothing(database_url: str) -> None:
         stored = load_sources(conn, [A, B])
     assert_rows_equal(stored[A], make_rows(A, 2))
     assert stored[B] == []
+
+
+def test_store_pages_advances_page_state_with_the_data_or_not_at_all(database_url: str) -> None:
+    with connect(database_url) as conn:
+        website = conn.execute(
+            "INSERT INTO websites (tenant_id, url) VALUES ('t1', 'https://example.com') RETURNING id").fetchone()["id"]
+        keys = [r["partition_key"] for r in conn.execute(
+            "INSERT INTO pages (tenant_id, website_id, url, status, content_hash) VALUES"
+            " ('t1', %(w)s, 'https://example.com/a', 'fetched', 'h1'), ('t1', %(w)s, 'https://example.com/b', 'fetched', 'h1')"
+            " RETURNING partition_key", {"w": website})]
+        conn.commit()
+        good = {key: PageVersion("t1", "h1", make_rows(("t1", "website", key), 2)) for key in keys}
+        bad = make_rows(("t1", "website", keys[1]), 2)
+        bad[1].full_embedding = unit_vector("x", 768)
+        with pytest.raises(psycopg.errors.DataException):
+            store_pages(conn, {keys[0]: good[keys[0]], keys[1]: PageVersion("t1", "h1", bad)}, MODEL)
+        conn.rollback()
+
+        def state() -> list[tuple]:
+            return [(r["processed_hash"], r["processed_model"], r["chunks"]) for r in conn.execute(
+                "SELECT processed_hash, processed_model, (SELECT count(*) FROM tenant_knowledge k"
+                " WHERE k.source_id = p.partition_key) AS chunks FROM pages p ORDER BY id")]
+
+        assert state() == [(None, None, 0), (None, None, 0)]
+        assert store_pages(conn, good, MODEL) == UpsertStats(inserted=4)
+        assert state() == [("h1", MODEL, 2), ("h1", MODEL, 2)]
 
 
 @pytest.mark.parametrize(

@@ -76,8 +76,8 @@ def test_every_table_with_a_tenant_id_checks_it_with_the_same_rule(database_url:
         ("pages", "(tenant_id, website_id, url) VALUES (%s, 1, 'x')"),
         ("tenant_knowledge", "(tenant_id, chunk_type, source_id, chunk_index, total_chunks, full_text, content_hash)"
                              " VALUES (%s, 'faq', 's', 0, 1, 't', 'h')"),
-        ("bm25_postings", "(tenant_id, term, chunk_type, source_id, chunk_ids, tfs, chunk_lengths)"
-                          " VALUES (%s, 't', 'faq', 's', '{1}', '{1}', '{1}')"),
+        ("bm25_postings", "(tenant_id, term, chunk_type, segment, chunk_ids, tfs, chunk_lengths)"
+                          " VALUES (%s, 't', 'faq', 1, '{1}', '{1}', '{1}')"),
     ],
 )
 def test_the_database_refuses_a_trailing_newline_in_any_table(database_url: str, table: str, columns: str) -> None:
