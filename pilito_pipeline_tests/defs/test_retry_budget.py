@@ -57,7 +57,7 @@ def test_a_refused_request_makes_exactly_one_call(embedding_server: EmbeddingSer
     assert len(embedding_server.authorizations) == 1
 
 
-def test_dagster_yaml_run_retries_are_the_policys(tmp_path: Path) -> None:
+def test_dagster_yaml_run_retries_are_the_policys() -> None:
     """Run retries only for runs that died without a step failure: a Failure(allow_retries=False)
     or an exhausted step RetryPolicy is final for its run."""
     run_retries = yaml.safe_load(DAGSTER_YAML.read_text())["run_retries"]
