@@ -4,12 +4,13 @@ Page runs are chosen per tenant: tenants with the oldest pending registration fi
 `MAX_PAGES_PER_RUN` pages each, at most `MAX_TENANTS_PER_TICK` tenants a tick. A tenant gets a new
 page run only when none of its page runs is queued or running, so each page is in at most one
 queued or running run by construction; the next run takes whatever became pending meanwhile (a
-new site's first run is small, later ones grow to the cap). A failed page run is launched again
-after `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still pending.
+new site's first run is at most `FIRST_RUN_PAGES`, later ones grow to the cap). A failed page run
+is launched again after `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still
+pending.
 """
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -33,13 +34,20 @@ from pilito_pipeline.defs.recovery import (
     WORKER_GONE,
 )
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.store.pages import PendingKey, has_pending_pages, pending_pages
+from pilito_pipeline.store.pages import (
+    PendingKey,
+    has_pending_pages,
+    pending_pages,
+    tenants_without_processed_pages,
+)
 from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting_crawl
 
 MAX_TENANTS_PER_TICK = 100
 """Page runs requested per tick at most; the tenants left over are the oldest of the next tick."""
 RETRY_DELAY_SECONDS = 60
 """A tenant whose page run failed waits this long before its pages get a new run."""
+FIRST_RUN_PAGES = 10
+"""A new site's first page run: small, so its first pages are searchable within seconds."""
 SENSOR_INTERVAL_SECONDS = 5
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
@@ -107,9 +115,13 @@ class PageRange:
 
 
 def first_ranges(
-    pending: Sequence[PendingKey], max_pages: int = MAX_PAGES_PER_RUN, embedding_model: str = ""
+    pending: Sequence[PendingKey],
+    max_pages: int = MAX_PAGES_PER_RUN,
+    embedding_model: str = "",
+    new_tenants: Collection[str] = (),
 ) -> Iterator[PageRange]:
-    """Each tenant's first range: its oldest pending pages while their registration order is unbroken.
+    """Each tenant's first range: its oldest pending pages while their registration order is unbroken,
+    at most `FIRST_RUN_PAGES` for a tenant with nothing searchable yet (its first answers come sooner).
 
     A range run covers every key between its ends in Dagster's partition order, which
     `partition_seq` records; a gap in it is a key of another tenant, or one not pending, so the
@@ -119,9 +131,10 @@ def first_ranges(
     for page in sorted(pending, key=lambda p: p.partition_seq):
         by_tenant.setdefault(page.tenant_id, []).append(page)
     for tenant_id, pages in by_tenant.items():
+        cap = min(max_pages, FIRST_RUN_PAGES) if tenant_id in new_tenants else max_pages
         taken = [pages[0]]
         for page in pages[1:]:
-            if len(taken) >= max_pages or page.partition_seq != taken[-1].partition_seq + 1:
+            if len(taken) >= cap or page.partition_seq != taken[-1].partition_seq + 1:
                 break
             taken.append(page)
         yield PageRange(tenant_id, tuple(taken), embedding_model)
@@ -160,6 +173,7 @@ def pending_pages_sensor(
         pending = pending_pages(
             conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK, exclude_tenants=busy
         )
+        new_tenants = tenants_without_processed_pages(conn, {page.tenant_id for page in pending})
     if not pending:
         return dg.SensorResult(
             skip_reason=f"no page run to launch: {len(busy)} tenants have one queued, running or just failed"
@@ -174,7 +188,7 @@ def pending_pages_sensor(
                     MAX_RUNTIME_TAG: str(PAGE_RUN_MAX_RUNTIME_SECONDS),
                 },
             )
-            for page_range in first_ranges(pending, embedding_model=model)
+            for page_range in first_ranges(pending, embedding_model=model, new_tenants=new_tenants)
         ],
         cursor=str(generation),
     )

@@ -288,6 +288,16 @@ def has_pending_pages(conn: psycopg.Connection, embedding_model: str) -> bool:
     ).fetchone()["pending"]
 
 
+def tenants_without_processed_pages(conn: psycopg.Connection, tenant_ids: Collection[str]) -> set[str]:
+    """The tenants none of whose pages has chunks yet (a new site: its first run is kept small)."""
+    rows = conn.execute(
+        "SELECT t FROM unnest(%s::text[]) AS t"
+        " WHERE NOT EXISTS (SELECT FROM pages WHERE tenant_id = t AND processed_hash IS NOT NULL)",
+        (list(tenant_ids),),
+    ).fetchall()
+    return {r["t"] for r in rows}
+
+
 def pending_pages(
     conn: psycopg.Connection,
     embedding_model: str,

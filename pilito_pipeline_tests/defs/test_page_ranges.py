@@ -20,7 +20,7 @@ from pilito_pipeline.defs.partitions import (
 )
 from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.defs.sensors import first_ranges, pending_pages_sensor
+from pilito_pipeline.defs.sensors import FIRST_RUN_PAGES, first_ranges, pending_pages_sensor
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.pages import PageRecord, PendingKey, mark_pages_processed, pending_pages, record_page
 from pilito_pipeline.store.websites import register_website
@@ -50,6 +50,12 @@ def test_ranges_follow_registration_order_not_ids_and_are_capped() -> None:
 def test_one_range_per_tenant_oldest_registration_first() -> None:
     pages = [pending("p5", "late", 5), pending("p1", "early", 1), pending("p6", "late", 6)]
     assert keys(first_ranges(pages)) == [("early", ["p1"]), ("late", ["p5", "p6"])]
+
+
+def test_a_tenant_with_nothing_searchable_yet_gets_a_small_first_run() -> None:
+    pages = [pending(f"p{i}", "new", i) for i in range(1, 31)] + [pending(f"p{i}", "old", i) for i in range(31, 61)]
+    ranges = list(first_ranges(pages, new_tenants={"new"}))
+    assert [(r.tenant_id, len(r.pages)) for r in ranges] == [("new", FIRST_RUN_PAGES), ("old", 30)]
 
 
 def test_run_key_changes_with_page_text_model_and_generation() -> None:
