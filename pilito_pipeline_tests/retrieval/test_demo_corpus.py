@@ -109,7 +109,7 @@ def test_evaluation_scores_the_production_call_on_a_persian_slice(database_url: 
     slice_file.write_text("".join(json.dumps({"id": q.id, "query": q.query, "relevant": list(q.relevant)},
                                              ensure_ascii=False) + "\n" for q in chosen), encoding="utf-8")
     with connect(database_url) as conn:
-        store_pages(conn, handbook_rows("hb", only=pages), embedder)
+        store_pages(conn, handbook_rows("hb", only=pages), embedder, embed_tldr=False)
     methods = ("dense", "bm25", "hybrid")
     rows = {r.method: r for r in run_evaluation(database_url, "hb", slice_file, embedder=embedder,
                                                 config=RetrievalConfig(), methods=methods)}
