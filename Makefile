@@ -40,5 +40,11 @@ lock:
 bench-crawl bench-text bench-upsert bench-retrieval bench-recrawl bench-embed bench-e2e bench-partitions bench-tenants eval-fa: $(BIN)/.installed
 	$(BIN)/python -m pilito_pipeline_tests.bench.$(subst -,_,$@)
 
+# Debian's Chromium and its driver for the browser test (pilito_pipeline_tests/ops/test_ui_browser.py);
+# nothing is downloaded at test time. Needs root (CI runs as root).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
+
 clean:
 	rm -rf $(VENV) .pilito .lock-tools
