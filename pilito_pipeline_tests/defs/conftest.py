@@ -49,7 +49,7 @@ def resources(database_url: str) -> dict[str, Any]:
 
 
 def run_sensors_and_runs(instance: dg.DagsterInstance, resources: dict[str, Any]) -> dict[str, int]:
-    """One pass of what the daemon does: website sensor → crawl runs, pages sensor → page runs.
+    """What the daemon does: website sensor → crawl runs, pages sensor → page runs until it is idle.
 
     Returns run counts and the embedding metadata summed over the page runs.
     """
@@ -64,22 +64,23 @@ def run_sensors_and_runs(instance: dg.DagsterInstance, resources: dict[str, Any]
         assert outcome.success
         launched["crawl_runs"] += 1
 
-    context = dg.build_sensor_context(
-        instance=instance, resources={"database": resources["database"], "embedder": resources["embedder"]}
-    )
-    result = pending_pages_sensor(context)
-    for request in result.run_requests or []:
-        assert TENANT_TAG in request.tags
-        outcome = dg.materialize(
-            [*PAGE_ASSETS, *KNOWLEDGE_CHECKS], instance=instance, resources=resources, tags=request.tags
-        )
-        assert outcome.success
-        checks = outcome.get_asset_check_evaluations()
-        assert len(checks) == len(RULES) and all(check.passed for check in checks), checks
-        launched["page_runs"] += 1
-        materialization = outcome.asset_materializations_for_node("chunk_embeddings")[0]  # one per page, same run metadata
-        for name in ("embeddings_computed", "embeddings_reused"):
-            launched[name] += materialization.metadata[name].value
+    sensor_resources = {"database": resources["database"], "embedder": resources["embedder"]}
+    # A new site's first page run is small (FIRST_RUN_PAGES): run the sensor until it has nothing to launch.
+    while requests := pending_pages_sensor(
+        dg.build_sensor_context(instance=instance, resources=sensor_resources)
+    ).run_requests:
+        for request in requests:
+            assert TENANT_TAG in request.tags
+            outcome = dg.materialize(
+                [*PAGE_ASSETS, *KNOWLEDGE_CHECKS], instance=instance, resources=resources, tags=request.tags
+            )
+            assert outcome.success
+            checks = outcome.get_asset_check_evaluations()
+            assert len(checks) == len(RULES) and all(check.passed for check in checks), checks
+            launched["page_runs"] += 1
+            materialization = outcome.asset_materializations_for_node("chunk_embeddings")[0]  # one per page, same run metadata
+            for name in ("embeddings_computed", "embeddings_reused"):
+                launched[name] += materialization.metadata[name].value
     return launched
 
 
