@@ -46,8 +46,8 @@ RULES = (
         "embeddings_match_model",
         "Every searchable chunk is embedded by the configured model and dimension.",
         "chunks not embedded by the configured model",
-        lambda conn, pages, embedder: store_checks.embedding_mismatches(
-            conn, pages, embedder.model_name, embedder.dimension),  # known without loading the model
+        lambda conn, pages, embedder: store_checks.embedding_mismatches(  # known without loading the model
+            conn, pages, embedder.model_name, embedder.dimension, tldr=embedder.embed_tldr),
     ),
     KnowledgeRule(
         "processed_pages_have_chunks",

@@ -68,9 +68,10 @@ def chunks_without_live_page(conn: psycopg.Connection, pages: Sequence[str] | No
 
 
 def embedding_mismatches(
-    conn: psycopg.Connection, pages: Sequence[str] | None, model_name: str, dimension: int
+    conn: psycopg.Connection, pages: Sequence[str] | None, model_name: str, dimension: int, *, tldr: bool = True
 ) -> dict[str, int]:
-    """Searchable (non-parent) chunks not embedded by `model_name` at `dimension`, or missing one."""
+    """Searchable (non-parent) chunks not embedded by `model_name` at `dimension`, or missing their
+    full-text embedding, or (when TL;DRs are embedded: `tldr`) their TL;DR embedding."""
     return _by_tenant(
         conn,
         """
@@ -78,11 +79,12 @@ def embedding_mismatches(
          WHERE NOT k.is_parent AND (
                k.embedding_model IS DISTINCT FROM %(model)s
             OR k.full_embedding IS NULL OR vector_dims(k.full_embedding) <> %(dimension)s
-            OR (k.tldr <> '' AND (k.tldr_embedding IS NULL OR vector_dims(k.tldr_embedding) <> %(dimension)s)))
+            OR (%(tldr)s AND k.tldr <> '' AND k.tldr_embedding IS NULL)
+            OR vector_dims(k.tldr_embedding) <> %(dimension)s)
          GROUP BY k.tenant_id
         """,
         pages,
-        {"model": model_name, "dimension": dimension},
+        {"model": model_name, "dimension": dimension, "tldr": tldr},
     )
 
 

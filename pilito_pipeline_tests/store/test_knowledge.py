@@ -245,6 +245,7 @@ def test_health_checks_over_the_table_and_over_a_run(database_url: str) -> None:
         conn.execute("UPDATE tenant_knowledge SET tldr_embedding = NULL WHERE chunk_type = 'manual'")
         assert embedding_mismatches(conn, None, MODEL, DIMENSION) == {"t1": 2}
         assert embedding_mismatches(conn, run, MODEL, DIMENSION) == {}
+        assert embedding_mismatches(conn, None, MODEL, DIMENSION, tldr=False) == {}  # TL;DRs not embedded
         conn.execute("DELETE FROM tenant_knowledge WHERE tenant_id = 't1' AND source_id = %s AND chunk_index = 1", (live[2],))
         assert incomplete_chunk_sets(conn, run) == {"t1": 1}
         conn.execute("UPDATE tenant_knowledge SET total_chunks = 2 WHERE tenant_id = 't1' AND source_id = %s", (live[2],))
