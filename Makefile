@@ -23,7 +23,7 @@ demo: $(BIN)/.installed
 up: $(BIN)/.installed
 	$(BIN)/pilito-pipeline up
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Re-resolve both locks from pyproject.toml (the runtime lock keeps the dev lock's versions).
