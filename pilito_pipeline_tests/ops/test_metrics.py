@@ -11,12 +11,11 @@ import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pilito_pipeline.defs.crawl_assets import website_crawl
-from pilito_pipeline.defs.sensors import pending_pages_sensor, website_crawl_sensor
 from pilito_pipeline.metrics import ingestion_registry, serve_ingestion_metrics
 from pilito_pipeline.retrieval import Retriever
 from pilito_pipeline.settings import Settings
-from pilito_pipeline_tests.defs.conftest import PAGE_ASSETS, demo_site, instance, register, resources  # noqa: F401
+from pilito_pipeline_tests.defs.conftest import register
+from pilito_pipeline_tests.ops.conftest import crawl_and_process
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +33,6 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def sample(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def crawl_and_process(instance: dg.DagsterInstance, resources: dict[str, Any]) -> None:
-    """What the daemon does for a registered site: the sensors' runs, executed here."""
-    context = dg.build_sensor_context(instance=instance, resources={"database": resources["database"]})
-    result = website_crawl_sensor(context)
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    for request in result.run_requests:
-        assert dg.materialize([website_crawl], partition_key=request.partition_key, instance=instance,
-                              resources=resources, tags=request.tags).success
-    context = dg.build_sensor_context(
-        instance=instance, resources={"database": resources["database"], "embedder": resources["embedder"]})
-    for request in pending_pages_sensor(context).run_requests or []:
-        assert dg.materialize(PAGE_ASSETS, instance=instance, resources=resources, tags=request.tags).success
 
 
 def test_ingestion_and_retrieval_endpoints(
