@@ -84,15 +84,6 @@ def run_sensors_and_runs(instance: dg.DagsterInstance, resources: dict[str, Any]
     return launched
 
 
-def settle(instance: dg.DagsterInstance, resources: dict[str, Any]) -> dict[str, int]:
-    """`run_sensors_and_runs` until no page run is left to launch (a pass launches one page run
-    per tenant); returns the counts summed over the passes."""
-    total = run_sensors_and_runs(instance, resources)
-    while (more := run_sensors_and_runs(instance, resources))["page_runs"]:
-        total = {name: total[name] + more[name] for name in total}
-    return total
-
-
 def table_counts(database_url: str) -> dict[str, int]:
     with connect(database_url) as conn:
         return conn.execute(

@@ -19,7 +19,7 @@ from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.pages import RETIREMENT_GUARD_SHARE, count_chunks_without_live_page
 from pilito_pipeline.store.websites import get_website, register_website
 from pilito_pipeline_tests.crawl.conftest import HTML, Response, SeenRequest, Site
-from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs, settle
+from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs
 
 pytestmark = pytest.mark.slow  # each test runs the crawl asset a few times (seconds each)
 
@@ -140,7 +140,7 @@ def test_an_outage_of_the_hub_pages_loses_nothing(
     with connect(database_url) as conn:
         register_website(conn, "hubs", mutable_site.url("/"), max_pages=30)
         conn.commit()
-    settle(instance, resources)
+    run_sensors_and_runs(instance, resources)
     chunks_before = knowledge_counts(database_url)
     assert chunks_before[1] == len(paths) == 25
     partitions_before = set(instance.get_dynamic_partitions(pages_partitions.name))
@@ -150,7 +150,7 @@ def test_an_outage_of_the_hub_pages_loses_nothing(
     with connect(database_url) as conn:
         register_website(conn, "hubs", mutable_site.url("/"), max_pages=30)  # a re-crawl request
         conn.commit()
-    launched = settle(instance, resources)
+    launched = run_sensors_and_runs(instance, resources)
 
     assert launched["crawl_runs"] == 1 and launched["page_runs"] == 0
     assert knowledge_counts(database_url) == chunks_before
@@ -292,7 +292,7 @@ def test_pages_that_turn_noindex_duplicate_non_html_or_unextractable_lose_their_
     with connect(database_url) as conn:
         register_website(conn, "hubs", mutable_site.url("/"))
         conn.commit()
-    settle(instance, resources)
+    run_sensors_and_runs(instance, resources)
     with connect(database_url) as conn:
         keys = {"/" + r["url"].split("/", 3)[3]: r["partition_key"] for r in conn.execute("SELECT url, partition_key FROM pages")}
     chunks_before, pages_with_chunks = knowledge_counts(database_url)
@@ -331,5 +331,5 @@ def test_pages_that_turn_noindex_duplicate_non_html_or_unextractable_lose_their_
     with connect(database_url) as conn:
         register_website(conn, "hubs", mutable_site.url("/"))  # the owner undoes it: indexed again
         conn.commit()
-    launched = settle(instance, resources)
+    launched = run_sensors_and_runs(instance, resources)
     assert launched["page_runs"] >= 1 and knowledge_counts(database_url) == (chunks_before, 9)
