@@ -58,6 +58,7 @@ class RetrievalResource(dg.ConfigurableResource):
     rerank_top_k: int = _DEFAULTS.rerank_top_k
     rrf_k: int = _DEFAULTS.rrf_k
     persian_dense_weight: float = _DEFAULTS.persian_dense_weight
+    dense_tldr: bool = _DEFAULTS.dense_tldr
 
     _retriever: Retriever | None = PrivateAttr(default=None)
 
@@ -76,6 +77,7 @@ class RetrievalResource(dg.ConfigurableResource):
             openai_base_url=settings.openai_base_url,
             rerank_model=config.rerank_model,
             persian_dense_weight=config.persian_dense_weight,
+            dense_tldr=config.dense_tldr,
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -98,7 +100,7 @@ class RetrievalResource(dg.ConfigurableResource):
                 dense_top_k=self.dense_top_k, sparse_top_k=self.sparse_top_k, rerank_top_k=self.rerank_top_k,
                 rrf_k=self.rrf_k, persian_dense_weight=self.persian_dense_weight, rerank_model=self.rerank_model,
                 rerank_passage=self.rerank_passage,  # type: ignore[arg-type]
-                rerank_max_length=self.rerank_max_length,
+                rerank_max_length=self.rerank_max_length, dense_tldr=self.dense_tldr,
             )
             self._retriever = Retriever.from_settings(settings, config=config, flags_prefix=self.flags_key_prefix)
         return self._retriever

@@ -131,11 +131,13 @@ def test_no_embedder_falls_back_to_bm25(database_url: str, corpus) -> None:
         assert plain.retrieve_context("scholarships", "school").retrieval_method == "bm25_only"
 
 
-def test_dense_failure_falls_back_to_bm25(database_url: str, embedder, corpus) -> None:
+@pytest.mark.parametrize(("column", "config"), [("full_embedding", {}), ("tldr_embedding", {"dense_tldr": True})])
+def test_dense_failure_falls_back_to_bm25(database_url: str, embedder, corpus, column: str, config: dict) -> None:
+    """(The TL;DR column is only read when `dense_tldr` is on.)"""
     with connect(database_url) as conn:
-        conn.execute("ALTER TABLE tenant_knowledge RENAME COLUMN tldr_embedding TO tldr_embedding_moved")
+        conn.execute(f"ALTER TABLE tenant_knowledge RENAME COLUMN {column} TO {column}_moved")
         conn.commit()
-    with make_retriever(database_url, embedder) as retriever:
+    with make_retriever(database_url, embedder, **config) as retriever:
         result = retriever.retrieve_context("scholarships for students", "school")
     assert result.retrieval_method == "bm25_only"
     assert [d.stage for d in result.degradations] == ["dense"] and "UndefinedColumn" in result.degradations[0].reason
