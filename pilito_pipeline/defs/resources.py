@@ -88,8 +88,8 @@ class EmbeddingResource(dg.ConfigurableResource):
     that only need the model's name never load it.
     """
 
-    provider: str = "local"
-    model: str = "all-MiniLM-L6-v2"
+    provider: str = Settings.embedding_provider
+    model: str = Settings.embedding_model
     dimension: int = 384
     batch_size: int = 64
     openai_api_key: str = ""

@@ -45,8 +45,8 @@ class RetrievalResource(dg.ConfigurableResource):
     """Empty: the embedded server under PILITO_DATA_DIR."""
     redis_url: str = ""
     flags_key_prefix: str = "pilito:flags:"
-    embedding_provider: str = "local"
-    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_provider: str = Settings.embedding_provider
+    embedding_model: str = Settings.embedding_model
     embedding_dimension: int = 384
     openai_api_key: str = ""
     openai_base_url: str = ""

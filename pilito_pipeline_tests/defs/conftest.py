@@ -43,7 +43,7 @@ def resources(database_url: str) -> dict[str, Any]:
     return {
         "database": database,
         "crawler": CrawlerResource(rate_limit_seconds=0.0, allowed_hosts=["127.0.0.1"]),
-        "embedder": EmbeddingResource(),
+        "embedder": EmbeddingResource(model="all-MiniLM-L6-v2"),  # fast; these tests are about Dagster, not the model
         "page_values_io_manager": PageValuesIOManager(database=database),
     }
 

@@ -39,7 +39,7 @@ def test_website_to_retrievable_chunks_and_rerun_changes_nothing(
     first = table_counts(database_url)
     assert first["chunks"] >= len(pages) and first["embedded"] > 0
 
-    with Retriever.from_settings(Settings(database_url=database_url)) as retriever:
+    with Retriever.from_settings(Settings(database_url=database_url, embedding_model="all-MiniLM-L6-v2")) as retriever:
         result = retriever.retrieve_context("Do you offer scholarships for students?", "acme").to_dict()
     assert "scholarship" in result["primary_context"][0]["url"]
 
@@ -64,7 +64,7 @@ def test_retrieval_never_crosses_tenants(
 ) -> None:
     register(database_url, "tenant-a", demo_site)
     run_sensors_and_runs(instance, resources)
-    with Retriever.from_settings(Settings(database_url=database_url)) as retriever:
+    with Retriever.from_settings(Settings(database_url=database_url, embedding_model="all-MiniLM-L6-v2")) as retriever:
         own = retriever.retrieve_context("scholarship", "tenant-a").to_dict()
         other = retriever.retrieve_context("scholarship", "tenant-b").to_dict()
     assert own["total_chunks"] > 0
@@ -86,7 +86,7 @@ def test_a_tenant_past_the_threshold_gets_its_own_ann_index(
     with connect(database_url) as conn:
         registered = conn.execute("SELECT tenant_id FROM tenant_ann_indexes").fetchall()
     assert [row["tenant_id"] for row in registered] == ["big"]
-    with Retriever.from_settings(Settings(database_url=database_url)) as retriever:
+    with Retriever.from_settings(Settings(database_url=database_url, embedding_model="all-MiniLM-L6-v2")) as retriever:
         result = retriever.retrieve_context("Do you offer scholarships for students?", "big").to_dict()
     assert result["performance"]["dense_plan"] == "hnsw"
     assert "scholarship" in result["primary_context"][0]["url"]
