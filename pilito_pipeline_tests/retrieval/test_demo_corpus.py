@@ -163,7 +163,8 @@ def test_per_tenant_ann_recall_on_real_embeddings(database_url: str, embedder, e
                                                  ef_search=config.hnsw_ef_search)}
             recalls.append(len(exact & chosen) / len(exact))
         assert np.mean(recalls) >= 0.95, f"recall@20 of the {plan} plan: {np.mean(recalls):.3f}"
-        ann_plan = explain_dense(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="hnsw")
+        ann_plan = explain_dense(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="hnsw",
+                                 tldr=True)
         exact_plan = explain_dense(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="exact")
     assert all(f"Index Scan using {name}" in ann_plan for name in ann_index_names("target")), ann_plan
     assert "hnsw" not in exact_plan and "tenant_knowledge_ann_" not in exact_plan

@@ -52,6 +52,8 @@ def test_each_plan_uses_its_index_and_the_registry_decides(database_url: str) ->
     with connect(database_url, autocommit=True) as conn:
         assert tenant_dense_plan(conn, "big") == "hnsw" and tenant_dense_plan(conn, "small") == "exact"
         ann = explain_dense(conn, "big", ["website"], query, 20, model=MODEL, plan="hnsw")
+        assert f"Index Scan using {full_index}" in ann and tldr_index not in ann  # TL;DR arm off by default
+        ann = explain_dense(conn, "big", ["website"], query, 20, model=MODEL, plan="hnsw", tldr=True)
         assert f"Index Scan using {full_index}" in ann and f"Index Scan using {tldr_index}" in ann
         for tenant in ("big", "small"):
             exact = explain_dense(conn, tenant, ["website"], query, 20, model=MODEL, plan="exact")
