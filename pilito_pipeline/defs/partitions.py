@@ -28,6 +28,9 @@ PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 """How a run request targets a partition range: Dagster 1.13 has no public RunRequest argument for
 it, only these tags (their names are checked against Dagster's in the tests)."""
+PARTITION_SEQS_TAG = "pilito/partition_seqs"
+"""`first-last` registration order (`pages.partition_seq`) of a page run's range: the pages sensor
+leaves pages inside a queued or running range alone."""
 MAX_RETRIES_TAG = "dagster/max_retries"
 """Documented run tag overriding dagster.yaml's run_retries for one run."""
 
@@ -43,16 +46,25 @@ def crawl_run_tags(tenant_id: str) -> dict[str, str]:
     return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id}
 
 
-def page_run_tags(tenant_id: str, first_key: str, last_key: str) -> dict[str, str]:
-    """A page run over `first_key..last_key`; the pages sensor retries failed page work itself."""
+def page_run_tags(tenant_id: str, first: tuple[str, int], last: tuple[str, int]) -> dict[str, str]:
+    """A page run over the pages (key, registration order) `first`..`last`; the pages sensor
+    retries failed page work itself."""
     return {
         TENANT_TAG: tenant_id,
         RUN_KIND_TAG: "pages",
         TENANT_PAGES_TAG: tenant_id,
-        PARTITION_RANGE_START_TAG: first_key,
-        PARTITION_RANGE_END_TAG: last_key,
+        PARTITION_RANGE_START_TAG: first[0],
+        PARTITION_RANGE_END_TAG: last[0],
+        PARTITION_SEQS_TAG: f"{first[1]}-{last[1]}",
         MAX_RETRIES_TAG: "0",
     }
+
+
+def run_partition_seqs(tags: dict[str, str]) -> tuple[int, int] | None:
+    """The registration-order range a page run's tags name (None for runs without one)."""
+    value = tags.get(PARTITION_SEQS_TAG, "")
+    first, _, last = value.partition("-")
+    return (int(first), int(last)) if first.isdigit() and last.isdigit() else None
 
 
 def registration_batch_size(registered_so_far: int) -> int:

@@ -1,11 +1,14 @@
 """Sensors: new or due websites → crawl runs; pages with new text → page runs, fairly per tenant.
 
 Page runs are chosen per tenant: tenants with the oldest pending registration first, at most
-`MAX_PAGES_PER_RUN` pages each, at most `MAX_TENANTS_PER_TICK` tenants a tick. A tenant gets a new
-page run only when none of its page runs is queued or running, so each page is in at most one
-queued or running run by construction; the next run takes whatever became pending meanwhile (a
-new site's first run is at most `FIRST_RUN_PAGES`, later ones grow to the cap). A failed page run
-is launched again after `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still
+`MAX_PAGES_PER_RUN` pages each, at most `MAX_TENANTS_PER_TICK` tenants a tick. A new run takes
+only pending pages outside the ranges of the tenant's queued and running page runs (each run's tags
+name its range in registration order), so each page is in at most one queued or running run by
+construction. A tenant has at most `MAX_ACTIVE_PAGE_RUNS` page runs queued or running: one runs
+(dagster.yaml) while the next waits in the queue with the pages registered since, so it starts the
+moment the first ends instead of a sensor pass later. A new site's runs are at most
+`FIRST_RUN_PAGES` until its first pages are searchable; later ones grow to the cap. A failed page
+run is launched again after `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still
 pending.
 """
 
@@ -17,13 +20,14 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
-from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
+from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import (
     MAX_PAGES_PER_RUN,
     RUN_KIND_TAG,
     TENANT_TAG,
     crawl_run_tags,
     page_run_tags,
+    run_partition_seqs,
     websites_partitions,
 )
 from pilito_pipeline.defs.recovery import (
@@ -47,8 +51,12 @@ MAX_TENANTS_PER_TICK = 100
 RETRY_DELAY_SECONDS = 60
 """A tenant whose page run failed waits this long before its pages get a new run."""
 FIRST_RUN_PAGES = 10
-"""A new site's first page run: small, so its first pages are searchable within seconds."""
-SENSOR_INTERVAL_SECONDS = 5
+"""A new site's page runs until its first pages are searchable: small, so they are within seconds."""
+MAX_ACTIVE_PAGE_RUNS = 2
+"""Page runs of one tenant queued or running at once: the running one and the next."""
+SENSOR_INTERVAL_SECONDS = 1
+"""Every pass of the sensor daemon (it loops every 5 s): a minimum interval equal to the loop's skipped
+every other pass (a tick started a few milliseconds late is "under 5 s"), so new work waited 10 s."""
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,
@@ -93,12 +101,13 @@ class PageRange:
     embedding_model: str = ""
 
     @property
-    def first_key(self) -> str:
-        return self.pages[0].partition_key
+    def first(self) -> tuple[str, int]:
+        """(key, registration order) of the range's first page."""
+        return self.pages[0].partition_key, self.pages[0].partition_seq
 
     @property
-    def last_key(self) -> str:
-        return self.pages[-1].partition_key
+    def last(self) -> tuple[str, int]:
+        return self.pages[-1].partition_key, self.pages[-1].partition_seq
 
     @property
     def fingerprint(self) -> str:
@@ -106,7 +115,7 @@ class PageRange:
         digest = hashlib.sha256(self.embedding_model.encode())
         for page in self.pages:
             digest.update(f"{page.partition_key}={page.content_hash};".encode())
-        return f"{self.first_key}-{self.last_key}-{digest.hexdigest()[:16]}"
+        return f"{self.first[0]}-{self.last[0]}-{digest.hexdigest()[:16]}"
 
     def run_key(self, generation: int) -> str:
         """The sensor cursor's generation: a tick evaluated again after a crash requests the same
@@ -140,9 +149,17 @@ def first_ranges(
         yield PageRange(tenant_id, tuple(taken), embedding_model)
 
 
-def tenants_not_to_launch(instance: dg.DagsterInstance, now: datetime) -> set[str]:
-    """Tenants with a page run queued or running, or one that failed within the retry delay
-    (unless its worker died: that work is launched again at once)."""
+@dataclass(frozen=True)
+class ActivePageRuns:
+    held: set[str]
+    """Tenants to leave out this tick: `MAX_ACTIVE_PAGE_RUNS` page runs queued or running, one that
+    failed within the retry delay (unless its worker died: that work is launched again at once), or
+    a queued or running page run whose range is unknown (a run from before ranges were tagged)."""
+    ranges: list[tuple[str, int, int]]
+    """(tenant, first, last) registration order of every queued or running page run."""
+
+
+def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageRuns:
     active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES, tags={RUN_KIND_TAG: "pages"}))
     failed = instance.get_runs(
         filters=dg.RunsFilter(
@@ -151,12 +168,27 @@ def tenants_not_to_launch(instance: dg.DagsterInstance, now: datetime) -> set[st
             updated_after=now - timedelta(seconds=RETRY_DELAY_SECONDS),
         )
     )
-    held = [*active, *(run for run in failed if run.tags.get(RECOVERED_TAG) != WORKER_GONE)]
-    return {run.tags[TENANT_TAG] for run in held if TENANT_TAG in run.tags}
+    held = {
+        run.tags[TENANT_TAG] for run in failed if TENANT_TAG in run.tags and run.tags.get(RECOVERED_TAG) != WORKER_GONE
+    }
+    ranges: list[tuple[str, int, int]] = []
+    per_tenant: dict[str, int] = {}
+    for run in active:
+        tenant = run.tags.get(TENANT_TAG)
+        if tenant is None:
+            continue
+        per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+        seqs = run_partition_seqs(run.tags)
+        if seqs is None:
+            held.add(tenant)
+        else:
+            ranges.append((tenant, *seqs))
+    held |= {tenant for tenant, count in per_tenant.items() if count >= MAX_ACTIVE_PAGE_RUNS}
+    return ActivePageRuns(held, ranges)
 
 
 @dg.sensor(
-    asset_selection=[page_content, page_chunks, chunk_embeddings],
+    asset_selection=[page_chunks, chunk_embeddings],
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launch page runs (chunks + embeddings) for pages whose text or embedding model changed, "
@@ -169,14 +201,17 @@ def pending_pages_sensor(
     with database.connect() as conn:
         if not has_pending_pages(conn, model):
             return dg.SensorResult(skip_reason="no page has new text or a stale embedding model")
-        busy = tenants_not_to_launch(context.instance, datetime.now(timezone.utc))
+        active = active_page_runs(context.instance, datetime.now(timezone.utc))
         pending = pending_pages(
-            conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK, exclude_tenants=busy
+            conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK,
+            exclude_tenants=active.held, exclude_ranges=active.ranges,
         )
         new_tenants = tenants_without_processed_pages(conn, {page.tenant_id for page in pending})
     if not pending:
         return dg.SensorResult(
-            skip_reason=f"no page run to launch: {len(busy)} tenants have one queued, running or just failed"
+            skip_reason=f"no page run to launch: every pending page is in a queued or running run,"
+            f" or its tenant has {MAX_ACTIVE_PAGE_RUNS} page runs queued or running or one just failed"
+            f" ({len(active.held)} tenants held)"
         )
     generation = int(context.cursor or 0) + 1
     return dg.SensorResult(
@@ -184,7 +219,7 @@ def pending_pages_sensor(
             dg.RunRequest(
                 run_key=page_range.run_key(generation),
                 tags={
-                    **page_run_tags(page_range.tenant_id, page_range.first_key, page_range.last_key),
+                    **page_run_tags(page_range.tenant_id, page_range.first, page_range.last),
                     MAX_RUNTIME_TAG: str(PAGE_RUN_MAX_RUNTIME_SECONDS),
                 },
             )

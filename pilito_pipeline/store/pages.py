@@ -313,20 +313,28 @@ def pending_pages(
     pages_per_tenant: int,
     max_tenants: int,
     exclude_tenants: Collection[str] = (),
+    exclude_ranges: Collection[tuple[str, int, int]] = (),
 ) -> list[PendingKey]:
     """Pages whose stored chunks are not of their current text and model, chosen fairly.
 
     Tenants are taken oldest pending registration first (at most `max_tenants`, leaving out
     `exclude_tenants`), and from each at most `pages_per_tenant` pages in registration order, so one
-    tenant's backlog never hides another's work. Reads keys, tenant, order and hash, never documents.
+    tenant's backlog never hides another's work. Pages of a tenant whose `partition_seq` lies in one
+    of its `exclude_ranges` (tenant, first, last) are left out: a queued or running run has them.
+    Reads keys, tenant, order and hash, never documents.
     """
+    not_excluded = (
+        "NOT EXISTS (SELECT 1 FROM unnest(%(ex_tenants)s::text[], %(ex_first)s::bigint[], %(ex_last)s::bigint[])"
+        " AS x(tenant_id, first, last) WHERE x.tenant_id = pages.tenant_id"
+        " AND pages.partition_seq BETWEEN x.first AND x.last)"
+    )
     rows = conn.execute(
         f"""
         WITH pending AS (
             SELECT tenant_id, partition_seq FROM pages
-             WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash
+             WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash AND {not_excluded}
             UNION ALL
-            SELECT tenant_id, partition_seq FROM pages WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS}
+            SELECT tenant_id, partition_seq FROM pages WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS} AND {not_excluded}
         ), tenants AS (
             SELECT tenant_id, min(partition_seq) AS oldest FROM pending
              WHERE tenant_id <> ALL(%(exclude)s)
@@ -336,7 +344,7 @@ def pending_pages(
         FROM tenants t CROSS JOIN LATERAL (
             SELECT partition_key, tenant_id, partition_seq, content_hash FROM pages
              WHERE tenant_id = t.tenant_id AND {_PROCESSABLE}
-               AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS})
+               AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS}) AND {not_excluded}
              ORDER BY partition_seq LIMIT %(per_tenant)s
         ) p
         ORDER BY t.oldest, p.partition_seq
@@ -344,6 +352,8 @@ def pending_pages(
         {
             "model": embedding_model, "exclude": list(exclude_tenants),
             "max_tenants": max_tenants, "per_tenant": pages_per_tenant,
+            "ex_tenants": [r[0] for r in exclude_ranges], "ex_first": [r[1] for r in exclude_ranges],
+            "ex_last": [r[2] for r in exclude_ranges],
         },
     ).fetchall()
     return [PendingKey(**r) for r in rows]

@@ -21,6 +21,9 @@ os.environ.setdefault("LC_ALL", "C.UTF-8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import dagster as dg  # noqa: E402
+
+from pilito_pipeline.defs.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, RUN_KIND_TAG  # noqa: E402
 from pilito_pipeline.embed import build_provider, embed_rows  # noqa: E402
 from pilito_pipeline.ingest import knowledge_rows  # noqa: E402
 from pilito_pipeline.retrieval import Retriever  # noqa: E402
@@ -47,8 +50,10 @@ def searchable_pages(database_url: str, website_id: int) -> tuple[int, int, str]
 
 
 def pure_embedding_seconds(database_url: str, website_id: int) -> tuple[float, int]:
-    """Embed every text of the site's pages once, model already loaded: (seconds, texts)."""
-    provider = build_provider(settings_from_env())
+    """Embed every text of the site's pages once, as the page runs do (TL;DRs only when
+    EMBED_TLDR), model already loaded: (seconds, texts)."""
+    settings = settings_from_env()
+    provider = build_provider(settings)
     provider.embed(["warm up"])
     with connect(database_url) as conn:
         pages = conn.execute(
@@ -62,8 +67,25 @@ def pure_embedding_seconds(database_url: str, website_id: int) -> tuple[float, i
                                   chunk_document(ExtractedDocument.from_dict(page["document"])))
     ]
     started = time.perf_counter()
-    counts = embed_rows(rows, provider)
+    counts = embed_rows(rows, provider, tldr=settings.embed_tldr)  # what the page runs embed
     return time.perf_counter() - started, counts.embedded
+
+
+def run_timeline(instance: dg.DagsterInstance, records: list[dg.RunRecord], origin: float) -> list[str]:
+    """Each run's kind and pages, with when it was queued, started and ended and when its steps
+    started, in seconds after `origin`: where the time between registration and answers goes."""
+    lines = []
+    for record in sorted(records, key=lambda r: r.create_timestamp.timestamp()):
+        tags = record.dagster_run.tags
+        what = tags.get(RUN_KIND_TAG, record.dagster_run.job_name)
+        if what == "pages":
+            what += f" {tags[PARTITION_RANGE_START_TAG]}..{tags[PARTITION_RANGE_END_TAG]}"
+        at = [record.create_timestamp.timestamp(), record.start_time, record.end_time]
+        lines.append(f"{what:24} " + " → ".join("-" if t is None else f"{t - origin:5.1f}" for t in at)
+                     + f"  {record.dagster_run.status.value}; steps started: "
+                     + ", ".join(f"{e.step_key} {e.timestamp - origin:.1f}" for e in instance.all_logs(
+                         record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START)))
+    return lines
 
 
 def main() -> None:
@@ -79,6 +101,7 @@ def main() -> None:
         with served(tmp_path / "site") as url, daemon_stack(tmp_path / "stack", env) as stack:
             print(f"Dagster up ({stack.dagster.url}); registering a {args.pages}-page site", flush=True)
             registered = time.monotonic()
+            registered_wall = time.time()
             website_id = stack.register(TENANT, url, max_pages=args.pages + 1)
             wait_for("a first searchable page", lambda: searchable_pages(stack.database_url, website_id)[0] > 0)
             first_s = time.monotonic() - registered
@@ -91,6 +114,7 @@ def main() -> None:
             all_s = time.monotonic() - registered
             done, _, _ = searchable_pages(stack.database_url, website_id)
             runs = stack.page_runs(TENANT)
+            timeline = run_timeline(stack.instance, stack.runs(), registered_wall)
             sizes = sorted(
                 (r.create_timestamp, len(stack.run_keys(r, stack.partition_order()))) for r in runs
             )
@@ -99,6 +123,9 @@ def main() -> None:
             pure_s, texts = pure_embedding_seconds(stack.database_url, website_id)
 
     goal_all = 1.3 * pure_s + 15
+    print("runs (seconds after registration): queued → started → ended")
+    for line in timeline:
+        print("  " + line)
     print(f"pages searchable: {done}; page runs: {len(runs)} of sizes {[n for _, n in sizes]}; "
           f"retrieve_context results: {len(answer['primary_context'])}")
     print(f"time to first searchable page: {first_s:6.1f} s   goal ≤ {FIRST_GOAL_S:.0f} s   "

@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import dagster as dg  # noqa: E402
 
 from pilito_pipeline.defs import checks  # noqa: E402
-from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content  # noqa: E402
+from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks  # noqa: E402
 from pilito_pipeline.defs.partitions import page_run_tags, register_page_partitions  # noqa: E402
 from pilito_pipeline.defs.resources_from_env import resources_from_settings  # noqa: E402
 from pilito_pipeline.defs.sensors import pending_pages_sensor  # noqa: E402
@@ -53,7 +53,7 @@ from pilito_pipeline.text import extract_document  # noqa: E402
 from pilito_pipeline_tests.defs.daemon_stack import free_port  # noqa: E402
 from pilito_pipeline_tests.embed.openai_server import running_server  # noqa: E402
 
-PAGE_ASSETS = [page_content, page_chunks, chunk_embeddings]
+PAGE_ASSETS = [page_chunks, chunk_embeddings]
 CHECKS = dg.load_asset_checks_from_modules([checks])
 HTML = (
     "<html><head><title>Courses</title></head><body><main><h1>Courses</h1><h2>Fees</h2>"
@@ -149,8 +149,8 @@ def measure(label: str, database_url: str, instance: dg.DagsterInstance, resourc
     tick_work, result = timed(tick)
     request = result.run_requests[0]
     tags = request.tags
-    one_page = page_run_tags(tags["pilito/tenant"], tags["dagster/asset_partition_range_start"],
-                             tags["dagster/asset_partition_range_start"])
+    first = (tags["dagster/asset_partition_range_start"], int(tags["pilito/partition_seqs"].split("-")[0]))
+    one_page = page_run_tags(tags["pilito/tenant"], first, first)
 
     def launch() -> str:
         params = {

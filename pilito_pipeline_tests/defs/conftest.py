@@ -12,7 +12,7 @@ import pytest
 from pilito_pipeline.defs.checks import RULES, knowledge_run_checks
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.io_managers import PageValuesIOManager
-from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
+from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import TENANT_TAG
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import pending_pages_sensor, website_crawl_sensor
@@ -20,7 +20,7 @@ from pilito_pipeline.demo import serve_demo_site
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import register_website
 
-PAGE_ASSETS = [page_content, page_chunks, chunk_embeddings]
+PAGE_ASSETS = [page_chunks, chunk_embeddings]
 KNOWLEDGE_CHECKS = [knowledge_run_checks]
 
 

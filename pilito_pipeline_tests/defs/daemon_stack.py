@@ -31,7 +31,7 @@ from pilito_pipeline.defs.partitions import (
     TENANT_TAG,
     pages_partitions,
 )
-from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database, prepare_dagster_home
+from pilito_pipeline.launcher import DAGSTER_PROCESS_ENV, DagsterProcess, ensure_dagster_database, prepare_dagster_home
 from pilito_pipeline.settings import PROJECT_ROOT, settings_from_env
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.migrate import migrate
@@ -159,7 +159,7 @@ def daemon_stack(data_dir: Path, env: dict[str, str]) -> Iterator[DaemonStack]:
             process = subprocess.Popen(
                 [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                  "-h", "127.0.0.1", "-p", str(port)],
-                cwd=PROJECT_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **DAGSTER_PROCESS_ENV}, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_signals,
             )
         dagster = DagsterProcess(process, f"http://127.0.0.1:{port}", log_path)

