@@ -44,13 +44,17 @@ PAGE_ASSET = dict(
 
 
 @dg.asset(**PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"postgres", "python"})
-def page_chunks(context: dg.AssetExecutionContext, database: DatabaseResource) -> dict[str, PageChunks]:
+def page_chunks(
+    context: dg.AssetExecutionContext, database: DatabaseResource, embedder: EmbeddingResource
+) -> dict[str, PageChunks]:
     """Structure-aware parent/child chunks with a TL;DR each, of the extracted document the crawl
     stored for each page.
 
     Reading the document is part of this asset, not one of its own: Dagster records every asset of
     a range run once per page (about 30 ms each), so an extra asset cost a 200-page run 6 seconds.
+    The embedding model starts loading meanwhile (seconds), for `chunk_embeddings` next.
     """
+    embedder.start_loading()
     started = time.perf_counter()
     keys = list(context.partition_keys)
     with database.connect() as conn:

@@ -13,7 +13,7 @@ import psycopg
 from pydantic import PrivateAttr
 
 from pilito_pipeline.crawl import CrawlConfig
-from pilito_pipeline.embed import EmbeddingProvider, build_provider, configured_model_name
+from pilito_pipeline.embed import E5Provider, EmbeddingProvider, build_provider, configured_model_name
 from pilito_pipeline.settings import Settings, get_settings
 from pilito_pipeline.store.ann_indexes import DEFAULT_MIN_CHUNKS
 from pilito_pipeline.store.db import connect, resolve_database_url
@@ -135,3 +135,10 @@ class EmbeddingResource(dg.ConfigurableResource):
         if self._provider is None:
             self._provider = build_provider(self.to_settings())
         return self._provider
+
+    def start_loading(self) -> None:
+        """Begin loading the local e5 model in the background (other providers load nothing, or
+        load on first use)."""
+        provider = self.get_provider()
+        if isinstance(provider, E5Provider):
+            provider.load_in_background()

@@ -6,10 +6,9 @@ only pending pages outside the ranges of the tenant's queued and running page ru
 name its range in registration order), so each page is in at most one queued or running run by
 construction. A tenant has at most `MAX_ACTIVE_PAGE_RUNS` page runs queued or running: one runs
 (dagster.yaml) while the next waits in the queue with the pages registered since, so it starts the
-moment the first ends instead of a sensor pass later. A new site's runs are at most
-`FIRST_RUN_PAGES` until its first pages are searchable; later ones grow to the cap. A failed page
-run is launched again after `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still
-pending.
+moment the first ends instead of a sensor pass later. A new site's first run is at most
+`FIRST_RUN_PAGES`; later ones grow to the cap. A failed page run is launched again after
+`RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still pending.
 """
 
 import hashlib
@@ -50,8 +49,8 @@ MAX_TENANTS_PER_TICK = 100
 """Page runs requested per tick at most; the tenants left over are the oldest of the next tick."""
 RETRY_DELAY_SECONDS = 60
 """A tenant whose page run failed waits this long before its pages get a new run."""
-FIRST_RUN_PAGES = 10
-"""A new site's page runs until its first pages are searchable: small, so they are within seconds."""
+FIRST_RUN_PAGES = 5
+"""A new site's first page run: small, so its first pages are searchable within seconds."""
 MAX_ACTIVE_PAGE_RUNS = 2
 """Page runs of one tenant queued or running at once: the running one and the next."""
 SENSOR_INTERVAL_SECONDS = 1
@@ -206,7 +205,9 @@ def pending_pages_sensor(
             conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK,
             exclude_tenants=active.held, exclude_ranges=active.ranges,
         )
-        new_tenants = tenants_without_processed_pages(conn, {page.tenant_id for page in pending})
+        # A new site's first run is small; the one queued behind it may take everything pending.
+        with_runs = {tenant for tenant, _, _ in active.ranges}
+        new_tenants = tenants_without_processed_pages(conn, {page.tenant_id for page in pending} - with_runs)
     if not pending:
         return dg.SensorResult(
             skip_reason=f"no page run to launch: every pending page is in a queued or running run,"

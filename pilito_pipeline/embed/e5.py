@@ -225,6 +225,19 @@ class E5Provider:
             return self._queries.embed_queries(texts)
         return self._engine().embed(texts, QUERY_PREFIX)
 
+    def load_in_background(self) -> threading.Thread:
+        """Start loading the torch model on a thread (torch's import and the weights take seconds),
+        so a later `embed` finds it ready instead of waiting for all of it."""
+        thread = threading.Thread(target=self._load_for_later, name="e5-load", daemon=True)
+        thread.start()
+        return thread
+
+    def _load_for_later(self) -> None:
+        try:
+            self._engine()
+        except Exception:  # noqa: BLE001 - not lost: the next `embed` loads again and raises it there
+            return
+
     def _engine(self) -> _TorchE5:
         with self._loading:
             if self._torch_engine is None:

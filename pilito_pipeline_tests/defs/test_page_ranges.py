@@ -204,3 +204,14 @@ def test_a_failed_page_run_is_retried_after_a_delay_a_dead_one_at_once(
     again = sensor_requests(database_url, instance, cursor="1").run_requests
     assert [r.tags[TENANT_PAGES_TAG] for r in again] == ["b"]  # a waits RETRY_DELAY_SECONDS
     assert again[0].run_key != requests[1].run_key
+
+
+def test_a_new_sites_first_run_is_small_and_the_one_queued_behind_it_takes_the_rest(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    pages = add_pages(database_url, instance, "new", FIRST_RUN_PAGES + 20)
+    (first,) = sensor_requests(database_url, instance).run_requests
+    assert first.partition_key_range == dg.PartitionKeyRange(pages[0], pages[FIRST_RUN_PAGES - 1])
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=first.tags, status=dg.DagsterRunStatus.STARTED)
+    (second,) = sensor_requests(database_url, instance, cursor="1").run_requests
+    assert second.partition_key_range == dg.PartitionKeyRange(pages[FIRST_RUN_PAGES], pages[-1])

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG, TENANT_TAG
+from pilito_pipeline.launcher import DAGSTER_DATABASE
 from pilito_pipeline.store.db import connect
+from pilito_pipeline.store.server import APP_DATABASE
 from pilito_pipeline_tests.defs.daemon_stack import daemon_stack, generate_site, served, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,6 +51,11 @@ def test_a_slow_crawl_gives_each_page_one_run_and_runs_pages_while_crawling(tmp_
             assert not a & b, f"runs {runs[i].dagster_run.run_id} and {runs[j].dagster_run.run_id} share {sorted(a & b)[:5]}"
         assert set().union(*covered) >= set(order)  # and every page had its run
         assert all(run.dagster_run.tags[TENANT_TAG] == "slow" for run in runs)
+
+        # Dagster's own database does not wait for the disk on each event commit (launcher.py).
+        dagster_url = stack.database_url.replace(f"/{APP_DATABASE}?", f"/{DAGSTER_DATABASE}?")
+        with connect(dagster_url) as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "off"
 
         (crawl,) = [r for r in stack.runs() if r.dagster_run.tags.get(RUN_KIND_TAG) == "crawl"]
         # Page runs are not held back by the crawl: the first starts while the site is still being crawled.

