@@ -6,8 +6,8 @@ only pending pages outside the ranges of the tenant's queued and running page ru
 name its range in registration order), so each page is in at most one queued or running run by
 construction. A tenant has at most `MAX_ACTIVE_PAGE_RUNS` page runs queued or running: one runs
 (dagster.yaml) while the next waits in the queue with the pages registered since, so it starts the
-moment the first ends instead of a sensor pass later. A new site's first run is at most
-`FIRST_RUN_PAGES`; later ones grow to the cap. A failed page run is launched again after
+moment the first ends instead of a sensor pass later. A new site's first run, while its crawl
+goes on, is at most `FIRST_RUN_PAGES`; later ones grow to the cap. A failed page run is launched again after
 `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still pending.
 """
 
@@ -41,7 +41,7 @@ from pilito_pipeline.store.pages import (
     PendingKey,
     has_pending_pages,
     pending_pages,
-    tenants_without_processed_pages,
+    new_tenants_still_crawling,
 )
 from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting_crawl
 
@@ -207,7 +207,7 @@ def pending_pages_sensor(
         )
         # A new site's first run is small; the one queued behind it may take everything pending.
         with_runs = {tenant for tenant, _, _ in active.ranges}
-        new_tenants = tenants_without_processed_pages(conn, {page.tenant_id for page in pending} - with_runs)
+        new_tenants = new_tenants_still_crawling(conn, {page.tenant_id for page in pending} - with_runs)
     if not pending:
         return dg.SensorResult(
             skip_reason=f"no page run to launch: every pending page is in a queued or running run,"

@@ -296,11 +296,14 @@ def has_pending_pages(conn: psycopg.Connection, embedding_model: str) -> bool:
     ).fetchone()["pending"]
 
 
-def tenants_without_processed_pages(conn: psycopg.Connection, tenant_ids: Collection[str]) -> set[str]:
-    """The tenants none of whose pages has chunks yet (a new site: its first run is kept small)."""
+def new_tenants_still_crawling(conn: psycopg.Connection, tenant_ids: Collection[str]) -> set[str]:
+    """The tenants none of whose pages has chunks yet while a crawl of theirs is still running: a new
+    site whose first run is kept small, so answers come before the crawl ends. (A site crawled
+    already is worked through in as few runs as possible: each run costs seconds to launch.)"""
     rows = conn.execute(
         "SELECT t FROM unnest(%s::text[]) AS t"
-        " WHERE NOT EXISTS (SELECT FROM pages WHERE tenant_id = t AND processed_hash IS NOT NULL)",
+        " WHERE NOT EXISTS (SELECT FROM pages WHERE tenant_id = t AND processed_hash IS NOT NULL)"
+        "   AND EXISTS (SELECT FROM websites WHERE tenant_id = t AND status = 'crawling')",
         (list(tenant_ids),),
     ).fetchall()
     return {r["t"] for r in rows}

@@ -26,7 +26,7 @@ from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import FIRST_RUN_PAGES, first_ranges, pending_pages_sensor
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.pages import PageRecord, PendingKey, mark_pages_processed, pending_pages, record_page
-from pilito_pipeline.store.websites import register_website
+from pilito_pipeline.store.websites import mark_crawl_started, register_website, website_id_from_partition_key
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -206,12 +206,18 @@ def test_a_failed_page_run_is_retried_after_a_delay_a_dead_one_at_once(
     assert again[0].run_key != requests[1].run_key
 
 
-def test_a_new_sites_first_run_is_small_and_the_one_queued_behind_it_takes_the_rest(
+def test_a_new_sites_first_run_is_small_while_it_is_crawled_and_the_next_takes_the_rest(
     database_url: str, instance: dg.DagsterInstance
 ) -> None:
     pages = add_pages(database_url, instance, "new", FIRST_RUN_PAGES + 20)
-    (first,) = sensor_requests(database_url, instance).run_requests
+    crawled = add_pages(database_url, instance, "crawled", FIRST_RUN_PAGES + 20)
+    with connect(database_url) as conn:
+        mark_crawl_started(conn, website_id_from_partition_key("w1"))  # "new" is still being crawled
+        conn.commit()
+    first, whole_site = sensor_requests(database_url, instance).run_requests
+    assert whole_site.partition_key_range == dg.PartitionKeyRange(crawled[0], crawled[-1])  # one run
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=whole_site.tags, status=dg.DagsterRunStatus.STARTED)
     assert first.partition_key_range == dg.PartitionKeyRange(pages[0], pages[FIRST_RUN_PAGES - 1])
     create_run_for_test(instance, job_name="__ASSET_JOB", tags=first.tags, status=dg.DagsterRunStatus.STARTED)
-    (second,) = sensor_requests(database_url, instance, cursor="1").run_requests
+    (second,) = sensor_requests(database_url, instance, cursor="1").run_requests  # still crawling
     assert second.partition_key_range == dg.PartitionKeyRange(pages[FIRST_RUN_PAGES], pages[-1])
