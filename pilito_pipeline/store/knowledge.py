@@ -2,12 +2,15 @@
 
 A *source* is everything one page, manual text or FAQ contributes: the rows sharing
 (tenant_id, chunk_type, source_id). `upsert_sources` makes the given sources end with exactly the
-given rows, in one transaction: rows are binary-COPYed into a temporary table, rows that did not
-change are filtered out before they reach the table (so an unchanged re-run writes nothing and
-touches no index), the rest are merged with INSERT ... ON CONFLICT DO UPDATE, and chunks the
-sources no longer have are deleted. Writers take one transaction-level advisory lock per source,
-in sorted order, so concurrent writers of overlapping sources serialise per source and never
-deadlock.
+given rows, in one transaction: rows that did not change are filtered out before they reach the
+database (so an unchanged re-run writes nothing and touches no index), rows the sources did not
+have yet are binary-COPYed straight into the table (ids drawn beforehand), changed ones are
+binary-COPYed into a temporary table and merged with INSERT ... ON CONFLICT DO UPDATE, and chunks
+the sources no longer have are deleted. The BM25 postings of the chunks inserted are built here
+(`bm25_segment`: one numpy sort of their term occurrences) and COPYed in while the insert trigger
+leaves them alone (migration 0012); updated and deleted chunks are re-indexed by the triggers.
+Writers take one transaction-level advisory lock per source, in sorted order, so concurrent
+writers of overlapping sources serialise per source and never deadlock.
 """
 
 from __future__ import annotations
@@ -134,9 +137,28 @@ WITH changed AS (
     ON CONFLICT ON CONSTRAINT tenant_knowledge_chunk_identity DO UPDATE
        SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _COMPARED)}, updated_at = now()
        WHERE {_row_of("t", _COMPARED)} IS DISTINCT FROM {_row_of("EXCLUDED", _COMPARED)}
-    RETURNING (t.xmax = 0) AS inserted
+    RETURNING t.id, (t.xmax = 0) AS inserted, t.tenant_id, t.chunk_type, t.source_id, t.chunk_index
 )
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
+SELECT * FROM written
+"""
+
+_NEW_IDS = "SELECT nextval(pg_get_serial_sequence('tenant_knowledge', 'id')) FROM generate_series(1, %s)"
+
+_POSTINGS_BY_WRITER = "SELECT set_config('pilito.bm25_postings_by_writer', %s, true)"
+"""'on' while `upsert_sources` inserts: the insert trigger then leaves the inserted rows' postings
+to it (migration 0012)."""
+
+_COPY_POSTINGS = (
+    "COPY bm25_postings (tenant_id, term, chunk_type, segment, chunk_ids, tfs, chunk_lengths)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+
+_ADD_TENANT_STATS = """
+INSERT INTO bm25_tenant_stats AS s (tenant_id, chunk_count, total_length)
+SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[]) ORDER BY 1
+ON CONFLICT (tenant_id) DO UPDATE
+   SET chunk_count = s.chunk_count + EXCLUDED.chunk_count,
+       total_length = s.total_length + EXCLUDED.total_length
 """
 
 _DELETE_ROWS = """
@@ -219,7 +241,8 @@ def upsert_sources(
 
     One transaction (a savepoint when the caller already has one open); idempotent: rows whose
     digest matches the stored one are not even sent, so rewriting unchanged rows writes nothing.
-    Safe to call from many processes at once (per-source locks, taken in a consistent order).
+    Safe to call from many processes at once (per-source locks, taken in a consistent order; a row
+    its source does not hold under the lock is new, so it is COPYed in without a merge).
     """
     _validate(rows_by_source)
     if not rows_by_source:
@@ -232,19 +255,109 @@ def upsert_sources(
         changed = [(row, digest) for row, digest in incoming if stored.get(_identity(row)) != digest]
         kept = {_identity(row) for row, _ in incoming}
         stale = [identity for identity in stored if identity not in kept]
-        inserted = updated = deleted = 0
-        if changed:
+        fresh = [(row, digest) for row, digest in changed if _identity(row) not in stored]
+        rewritten = [(row, digest) for row, digest in changed if _identity(row) in stored]
+        new_chunks: list[tuple[int, KnowledgeRow]] = []
+        updated = deleted = 0
+        term_elements: dict[str, bytes] = {}
+        cur.execute(_POSTINGS_BY_WRITER, ("on",))
+        if fresh:
+            ids = [chunk_id for (chunk_id,) in cur.execute(_NEW_IDS, (len(fresh),))]
+            with cur.copy(f"COPY tenant_knowledge (id, {_ALL_WRITTEN}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", *_COPY_TYPES])
+                for chunk_id, (row, digest) in zip(ids, fresh, strict=True):
+                    copy.write_row((chunk_id, *_copy_values(row, term_elements), digest))
+            new_chunks += zip(ids, (row for row, _ in fresh), strict=True)
+        if rewritten:
             cur.execute(_CREATE_INCOMING)
             with cur.copy(f"COPY knowledge_incoming ({_ALL_WRITTEN}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(_COPY_TYPES)
-                for row, digest in changed:
-                    copy.write_row((*_copy_values(row), digest))
-            cur.execute("ANALYZE knowledge_incoming")
-            inserted, updated = cur.execute(_MERGE).fetchone() or (0, 0)
+                for row, digest in rewritten:
+                    copy.write_row((*_copy_values(row, term_elements), digest))
+            cur.execute(f"ANALYZE knowledge_incoming ({', '.join(_IDENTITY)})")  # what the merge joins on
+            written = cur.execute(_MERGE).fetchall()
+            by_identity = {_identity(row): row for row, _ in rewritten}
+            new_chunks += [
+                (chunk_id, by_identity[tuple(identity)]) for chunk_id, is_new, *identity in written if is_new
+            ]
+            updated = sum(1 for _, is_new, *_ in written if not is_new)
+        cur.execute(_POSTINGS_BY_WRITER, ("",))
+        new_chunks.sort(key=lambda chunk: chunk[0])
+        inserted = len(new_chunks)
+        _index_new_chunks(cur, [(chunk_id, row) for chunk_id, row in new_chunks if not row.is_parent])
         if stale:
             deleted = cur.execute(_DELETE_ROWS, [list(column) for column in zip(*stale, strict=True)]).rowcount
     unchanged = len(incoming) - inserted - updated
     return UpsertStats(inserted=inserted, updated=updated, unchanged=unchanged, deleted=deleted)
+
+
+def _index_new_chunks(cur: psycopg.Cursor[Any], chunks: Sequence[tuple[int, KnowledgeRow]]) -> None:
+    """Add freshly inserted searchable chunks (id, row), in ascending id order, to the BM25 postings
+    as one segment and to the tenants' statistics: what bm25_add does for an INSERT statement."""
+    if not chunks:
+        return
+    segment = cur.execute("SELECT nextval('bm25_segments')").fetchone()[0]
+    with cur.copy(_COPY_POSTINGS) as copy:
+        copy.set_types(["text", "text", "text", "int8", "bytea", "bytea", "bytea"])
+        for tenant_id, term, chunk_type, chunk_ids, tfs, chunk_lengths in bm25_segment(chunks):
+            copy.write_row((tenant_id, term, chunk_type, segment, chunk_ids, tfs, chunk_lengths))
+    totals: dict[str, list[int]] = {}
+    for _, row in chunks:
+        tenant = totals.setdefault(row.tenant_id, [0, 0])
+        tenant[0] += 1
+        tenant[1] += len(row.search_terms)
+    cur.execute(_ADD_TENANT_STATS, (list(totals), [count for count, _ in totals.values()],
+                                    [length for _, length in totals.values()]))
+
+
+def bm25_segment(chunks: Sequence[tuple[int, KnowledgeRow]]) -> list[tuple[str, str, str, bytes, bytes, bytes]]:
+    """The `bm25_postings` rows of `chunks` (id, row; ascending ids, no parents) as one segment:
+    (tenant_id, term, chunk_type, chunk_ids, tfs, chunk_lengths), the arrays in PostgreSQL's binary
+    int8[] / int4[] / int4[] format, each row's chunks in id order, rows sorted by (tenant_id, term,
+    chunk_type): the rows bm25_add builds for the same chunks, counted in numpy instead of SQL."""
+    vocabulary: dict[str, int] = {}
+    groups: dict[tuple[str, str], int] = {}
+    terms = np.array([vocabulary.setdefault(t, len(vocabulary)) for _, row in chunks for t in row.search_terms],
+                     dtype=np.int64)
+    lengths = np.array([len(row.search_terms) for _, row in chunks], dtype=np.int64)
+    group_of_chunk = np.array([groups.setdefault((row.tenant_id, row.chunk_type), len(groups)) for _, row in chunks],
+                              dtype=np.int64)
+    # One number per (tenant, chunk type, term): a posting row. Occurrences come in chunk order, so
+    # a stable sort by posting row leaves each row's occurrences in chunk (id) order.
+    posting = np.repeat(group_of_chunk, lengths) * len(vocabulary) + terms
+    chunk_of = np.repeat(np.arange(len(chunks)), lengths)
+    order = np.argsort(posting, kind="stable")
+    posting, chunk_of = posting[order], chunk_of[order]
+    pair_starts = np.flatnonzero(np.diff(posting, prepend=-1) | np.diff(chunk_of, prepend=-1))
+    tfs = np.diff(pair_starts, append=len(posting))  # occurrences of the term in the chunk
+    pair_posting, pair_chunk = posting[pair_starts], chunk_of[pair_starts]
+    row_starts = np.flatnonzero(np.diff(pair_posting, prepend=-1))
+    ids = np.array([chunk_id for chunk_id, _ in chunks], dtype=np.int64)
+    id_elements = _binary_elements(ids[pair_chunk], ">i8")
+    tf_elements = _binary_elements(tfs, ">i4")
+    length_elements = _binary_elements(lengths[pair_chunk], ">i4")
+    names, group_names = list(vocabulary), list(groups)
+    segment = []
+    bounds = np.append(row_starts, len(pair_posting)).tolist()
+    for start, end, key in zip(bounds[:-1], bounds[1:], pair_posting[row_starts].tolist(), strict=True):
+        group, term = divmod(key, len(vocabulary))
+        tenant_id, chunk_type = group_names[group]
+        segment.append((
+            tenant_id, names[term], chunk_type,
+            _ARRAY_HEADER.pack(1, 0, _INT8_OID, end - start, 1) + id_elements[start * 12:end * 12],
+            _ARRAY_HEADER.pack(1, 0, _INT4_OID, end - start, 1) + tf_elements[start * 8:end * 8],
+            _ARRAY_HEADER.pack(1, 0, _INT4_OID, end - start, 1) + length_elements[start * 8:end * 8],
+        ))
+    segment.sort(key=lambda posting_row: posting_row[:3])
+    return segment
+
+
+def _binary_elements(values: np.ndarray, dtype: str) -> memoryview:
+    """`values` as the elements of a binary integer array: each its byte length, then its value."""
+    elements = np.empty(len(values), dtype=[("length", ">i4"), ("value", dtype)])
+    elements["length"] = np.dtype(dtype).itemsize
+    elements["value"] = values
+    return memoryview(elements.tobytes())
 
 
 @dataclass(frozen=True)
@@ -338,7 +451,7 @@ def _key_columns(keys: Sequence[SourceKey]) -> tuple[list[str], list[str], list[
     return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
 
 
-def _copy_values(row: KnowledgeRow) -> tuple[Any, ...]:
+def _copy_values(row: KnowledgeRow, term_elements: dict[str, bytes]) -> tuple[Any, ...]:
     return (
         row.tenant_id,
         row.chunk_type,
@@ -352,7 +465,7 @@ def _copy_values(row: KnowledgeRow) -> tuple[Any, ...]:
         row.full_text,
         row.tldr,
         row.word_count,
-        binary_text_array(row.search_terms),
+        binary_text_array(row.search_terms, term_elements),
         row.content_hash,
         Jsonb(row.metadata),
         row.embedding_model,
@@ -362,21 +475,27 @@ def _copy_values(row: KnowledgeRow) -> tuple[Any, ...]:
 
 
 _TEXT_OID = 25
+_INT8_OID = 20
+_INT4_OID = 23
 _ARRAY_HEADER = struct.Struct("!iiIii")  # dimensions, has-nulls flag, element type, length, lower bound
 _EMPTY_TEXT_ARRAY = struct.pack("!iiI", 0, 0, _TEXT_OID)
 _FIELD_LENGTH = struct.Struct("!i")
 _HALFVEC_HEADER = struct.Struct(">HH")  # dimensions, unused
 
 
-def binary_text_array(values: Sequence[str]) -> bytes:
-    """`values` as a one-dimensional text[] in PostgreSQL's binary format (no NULL elements)."""
+def binary_text_array(values: Sequence[str], elements: dict[str, bytes]) -> bytes:
+    """`values` as a one-dimensional text[] in PostgreSQL's binary format (no NULL elements).
+    `elements` keeps each value's encoded element (length, UTF-8 bytes) for the next calls: chunks
+    of one write share most of their terms."""
     if not values:
         return _EMPTY_TEXT_ARRAY
     parts = [_ARRAY_HEADER.pack(1, 0, _TEXT_OID, len(values), 1)]
     for value in values:
-        encoded = value.encode("utf-8")
-        parts.append(_FIELD_LENGTH.pack(len(encoded)))
-        parts.append(encoded)
+        element = elements.get(value)
+        if element is None:
+            encoded = value.encode("utf-8")
+            element = elements[value] = _FIELD_LENGTH.pack(len(encoded)) + encoded
+        parts.append(element)
     return b"".join(parts)
 
 

@@ -5,7 +5,9 @@ halfvec vs vector, HNSW recall@20, and local embedding throughput.
                                                        [--writes-only]
 
 Goals (issue 12): a first write of 50k chunks for small tenants at least 10x one INSERT per row and
-at least executemany; both baselines keep BM25 exact the same way (the triggers of migration 0010).
+at least executemany, all three keeping BM25 exact: the baselines through the insert trigger of
+migration 0010 (bm25_add aggregates their terms in SQL), upsert_sources by building the postings of
+the chunks it inserts itself (migration 0012).
 
 Writes run in the production layout (all migrations: no shared HNSW index; a tenant gets its own
 partial HNSW indexes from `DEFAULT_MIN_CHUNKS` chunks, store/ann_indexes.py), twice:

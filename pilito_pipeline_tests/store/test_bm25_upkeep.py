@@ -1,6 +1,8 @@
-"""BM25 upkeep (migration 0010) stays exact: after inserts, updates and deletes, through
-`upsert_sources` and through plain SQL, the postings and statistics equal a from-scratch
-recomputation from `tenant_knowledge`; the migration's rebuild of existing rows too."""
+"""BM25 upkeep (migrations 0010 and 0012) stays exact: after inserts, updates and deletes, through
+`upsert_sources` (which builds the postings of the chunks it inserts itself) and through plain SQL
+(the triggers), the postings and statistics equal a from-scratch recomputation from
+`tenant_knowledge`, and the rows and scores `upsert_sources` writes are those bm25_add writes;
+the migration's rebuild of existing rows too."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from importlib import resources
 
 import psycopg
 
+from pilito_pipeline.retrieval.bm25 import bm25_search
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import KnowledgeRow, SourceKey, delete_sources, upsert_sources
 from pilito_pipeline_tests.store.test_knowledge import make_rows
@@ -93,6 +96,57 @@ def test_postings_equal_a_recomputation_after_every_kind_of_write(database_url: 
         conn.execute("DELETE FROM tenant_knowledge")
         assert_exact(conn)
         assert conn.execute("SELECT count(*) AS n FROM bm25_postings").fetchone()["n"] == 0
+
+
+REBUILD = """
+SELECT bm25_add(ARRAY(SELECT ROW(k.id, k.tenant_id, k.chunk_type, k.search_terms)::bm25_chunk
+                        FROM tenant_knowledge k WHERE NOT k.is_parent ORDER BY k.id))
+"""
+SEGMENT_ROWS = """
+SELECT tenant_id, term, chunk_type, chunk_ids, tfs, chunk_lengths FROM bm25_postings ORDER BY 1, 2, 3
+"""
+
+
+def all_scores(conn: psycopg.Connection) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    return {(tenant, term): bm25_search(conn, tenant, ["website", "faq"], [term, "visa"], 1000)
+            for tenant in ("t1", "t2") for term in VOCABULARY}
+
+
+def test_upsert_sources_writes_the_rows_and_scores_bm25_add_writes(database_url: str) -> None:
+    """A first write through `upsert_sources` (postings built in Python, migration 0012) leaves the
+    same postings rows, arrays in the same order, and the same scores as the trigger's bm25_add
+    indexing the same chunks in one statement."""
+    rng = random.Random(11)
+    keys: list[SourceKey] = [(tenant, kind, f"s{i}") for tenant in ("t1", "t2") for kind in ("website", "faq")
+                             for i in range(6)]
+    with connect(database_url) as conn:
+        upsert_sources(conn, {k: with_terms(make_rows(k, 6, with_parent=True), rng) for k in keys})
+        assert conn.execute("SELECT count(DISTINCT segment) AS n FROM bm25_postings").fetchone()["n"] == 1
+        written = conn.execute(SEGMENT_ROWS).fetchall()
+        stats = conn.execute(STORED_STATS).fetchall()
+        scores = all_scores(conn)
+        assert any(scores.values())
+
+        conn.execute("TRUNCATE bm25_postings, bm25_tenant_stats")
+        conn.execute(REBUILD)
+        assert conn.execute(SEGMENT_ROWS).fetchall() == written
+        assert conn.execute(STORED_STATS).fetchall() == stats
+        assert all_scores(conn) == scores
+
+
+def test_plain_inserts_after_upsert_sources_in_its_transaction_are_indexed(database_url: str) -> None:
+    """The setting that hands the merge's rows to `upsert_sources` ends with the merge."""
+    rng = random.Random(12)
+    with connect(database_url) as conn, conn.transaction():
+        upsert_sources(conn, {("t1", "website", "a"): with_terms(make_rows(("t1", "website", "a"), 3), rng)})
+        conn.execute(
+            "INSERT INTO tenant_knowledge (tenant_id, chunk_type, source_id, chunk_index, total_chunks, is_parent,"
+            " section_title, full_text, tldr, word_count, search_terms, content_hash)"
+            " VALUES ('t1', 'faq', 'plain', 0, 1, false, '', 'visa visa', '', 2, '{visa,visa}', 'h')"
+        )
+        assert_exact(conn)
+        plain = conn.execute("SELECT count(*) AS n FROM bm25_postings WHERE chunk_type = 'faq'").fetchone()
+        assert plain["n"] == 1
 
 
 def test_the_migration_indexes_rows_written_before_it(database_url: str) -> None:
