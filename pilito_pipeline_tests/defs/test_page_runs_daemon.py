@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG, TENANT_TAG
@@ -54,8 +55,8 @@ def test_a_slow_crawl_gives_each_page_one_run_and_runs_pages_while_crawling(tmp_
 
         # Dagster's own database does not wait for the disk on each event commit (launcher.py).
         dagster_url = stack.database_url.replace(f"/{APP_DATABASE}?", f"/{DAGSTER_DATABASE}?")
-        with connect(dagster_url) as conn:
-            assert conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "off"
+        with psycopg.connect(dagster_url) as conn:  # no pgvector there: a plain connection
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
 
         (crawl,) = [r for r in stack.runs() if r.dagster_run.tags.get(RUN_KIND_TAG) == "crawl"]
         # Page runs are not held back by the crawl: the first starts while the site is still being crawled.
