@@ -40,7 +40,7 @@ import dagster as dg  # noqa: E402
 
 from pilito_pipeline.defs import checks  # noqa: E402
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks  # noqa: E402
-from pilito_pipeline.defs.partitions import page_run_tags, register_page_partitions  # noqa: E402
+from pilito_pipeline.defs.partitions import page_run_tags, register_page_partitions, run_partition_seqs  # noqa: E402
 from pilito_pipeline.defs.resources_from_env import resources_from_settings  # noqa: E402
 from pilito_pipeline.defs.sensors import pending_pages_sensor  # noqa: E402
 from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database, prepare_dagster_home  # noqa: E402
@@ -149,7 +149,7 @@ def measure(label: str, database_url: str, instance: dg.DagsterInstance, resourc
     tick_work, result = timed(tick)
     request = result.run_requests[0]
     tags = request.tags
-    first = (tags["dagster/asset_partition_range_start"], int(tags["pilito/partition_seqs"].split("-")[0]))
+    first = (tags["dagster/asset_partition_range_start"], run_partition_seqs(tags)[0])
     one_page = page_run_tags(tags["pilito/tenant"], first, first)
 
     def launch() -> str:

@@ -27,7 +27,7 @@ import yaml
 
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG, TENANT_TAG
 from pilito_pipeline.ingest import knowledge_rows
-from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database
+from pilito_pipeline.launcher import DAGSTER_PROCESS_ENV, DagsterProcess, ensure_dagster_database
 from pilito_pipeline.settings import PROJECT_ROOT
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.migrate import migrate
@@ -323,6 +323,7 @@ def stack() -> Iterator[Stack]:
             "CRAWL_ALLOWED_HOSTS": "127.0.0.1",
             "CRAWL_RATE_LIMIT_SECONDS": "0.05",
             "HF_HUB_OFFLINE": "1",
+            **DAGSTER_PROCESS_ENV,  # as `up` and production run Dagster
         }
         os.environ.update({"DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": dagster_url})
         stack = Stack(data_dir, database_url, home, env, embeddings, redis_port)
