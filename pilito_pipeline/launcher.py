@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +24,17 @@ from pilito_pipeline.settings import PROJECT_ROOT, Settings
 from pilito_pipeline.store.server import sqlalchemy_uri
 
 DAGSTER_DATABASE = "dagster"
-DAGSTER_PROCESS_ENV = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
+DAGSTER_PROCESS_ENV = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "500"}
 """Set for every Dagster process (here, docker/Dockerfile, deploy/helm/pilito-config.yaml; a test
-compares them). Dagster's documented opt-in (dagster-io/dagster#29288, #32242): a run over a
-partition range logs one "materialization planned" event per asset instead of one per partition.
-Without it the daemon spent 10 s writing 600 events, one connection each, before a 200-page run
-could even be queued. What it gives up: the partitions of a failed range run are not marked
-failed in the UI (the run is, and the pipeline's own page state keeps them pending for a retry).
+compares them). Both are Dagster's opt-ins for range runs, which log one event per page otherwise:
+- DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS (dagster-io/dagster#29288, #32242): one
+  "materialization planned" event per asset instead of one per partition. Without it the daemon
+  spent 10 s writing 600 events, one connection each, before a 200-page run could even be queued.
+  What it gives up: the partitions of a failed range run are not marked failed in the UI (the run
+  is, and the pipeline's own page state keeps them pending for a retry).
+- DAGSTER_EVENT_BATCH_SIZE (dagster-io/dagster#19862): the materializations an asset's step logs for
+  the pages of its range are written in batches of up to this many (one insert each) instead of
+  one at a time, two connections each.
 """
 DEV_COMMAND_NOTICE = "ignore:Function `dev_command` is superseded:FutureWarning"
 
@@ -100,19 +105,30 @@ def _reset_signals() -> None:
 def start_dagster(settings: Settings, pipeline_url: str, host: str = "127.0.0.1", port: int = 3000) -> DagsterProcess:
     """Run `dagster dev` for the project's definitions (environment inherited: crawl limits, models,
     Redis); its output goes to the data folder."""
-    home = prepare_dagster_home(settings)
+    return launch_dagster_dev(
+        prepare_dagster_home(settings), ensure_dagster_database(pipeline_url), settings.data_dir / "dagster.log",
+        {**os.environ, "PILITO_DATA_DIR": str(settings.data_dir)}, host=host, port=port,
+    )
+
+
+def launch_dagster_dev(
+    home: Path, dagster_postgres_url: str, log_path: Path, env: Mapping[str, str],
+    host: str = "127.0.0.1", port: int = 3000,
+) -> DagsterProcess:
+    """`dagster dev` (webserver, daemon, code server) on the instance in `home`, with `env` plus what
+    every Dagster process of the project gets (DAGSTER_PROCESS_ENV), in a process group of its own
+    that stops on SIGINT; its output is appended to `log_path`. `up`, the tests' stacks and the
+    benchmarks all start Dagster here."""
     env = {
-        **os.environ,
+        **env,
         "DAGSTER_HOME": str(home),
-        "DAGSTER_POSTGRES_URL": ensure_dagster_database(pipeline_url),
-        "PILITO_DATA_DIR": str(settings.data_dir),
+        "DAGSTER_POSTGRES_URL": dagster_postgres_url,
         "HF_HUB_OFFLINE": "1",
         **DAGSTER_PROCESS_ENV,
         # `dagster dev` (webserver + daemon in one command) warns that the separate `dg` CLI
         # supersedes it; that CLI is not part of this project, so the notice is noise in the log.
-        "PYTHONWARNINGS": ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), DEV_COMMAND_NOTICE))),
+        "PYTHONWARNINGS": ",".join(filter(None, (env.get("PYTHONWARNINGS"), DEV_COMMAND_NOTICE))),
     }
-    log_path = settings.data_dir / "dagster.log"
     command = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port),

@@ -1,7 +1,8 @@
 """Page assets over the `pages` partitions: chunks → embeddings.
 
-Runs cover a contiguous range of up to MAX_PAGES_PER_RUN page keys (sensors.py; a UI backfill is
-split the same way by `BackfillPolicy.multi_run`) and every asset handles the whole range at once:
+Runs cover a contiguous range of up to MAX_PAGES_PER_RUN page keys of one tenant (sensors.py; a UI
+backfill's runs, split the same way by `BackfillPolicy.multi_run`, hand their pages over to such
+runs) and every asset handles the whole range at once:
 one model load, one batched embedding pass and one database transaction per run instead of one run
 per page. Values are dicts keyed by page key.
 """
@@ -9,17 +10,18 @@ per page. Values are dicts keyed by page key.
 
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 
-from pilito_pipeline.defs.partitions import MAX_PAGES_PER_RUN, pages_partitions
+from pilito_pipeline.defs.partitions import BACKFILL_TAG, MAX_PAGES_PER_RUN, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.embed import EmbeddingRequestError, embed_rows
 from pilito_pipeline.ingest import knowledge_rows
 from pilito_pipeline.retries import EMBEDDING_STEP_RETRIES, EMBEDDING_STEP_RETRY_DELAY_SECONDS
 from pilito_pipeline.store.knowledge import PageVersion, store_pages
-from pilito_pipeline.store.pages import PendingPage, load_pages
+from pilito_pipeline.store.pages import PendingPage, load_pages, request_reprocessing
 from pilito_pipeline.text import Chunk, ExtractedDocument, chunk_document
 
 
@@ -43,20 +45,28 @@ PAGE_ASSET = dict(
 )
 
 
-@dg.asset(**PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"postgres", "python"})
+@dg.asset(
+    **PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"postgres", "python"}, output_required=False
+)
 def page_chunks(
     context: dg.AssetExecutionContext, database: DatabaseResource, embedder: EmbeddingResource
-) -> dict[str, PageChunks]:
+) -> Iterator[dg.Output[dict[str, PageChunks]]]:
     """Structure-aware parent/child chunks with a TL;DR each, of the extracted document the crawl
     stored for each page.
 
     Reading the document is part of this asset, not one of its own: Dagster records every asset of
     a range run once per page (about 30 ms each), so an extra asset cost a 200-page run 6 seconds.
     The embedding model starts loading meanwhile (seconds), for `chunk_embeddings` next.
+
+    A run of a UI backfill hands its pages over instead (`hand_over_backfill`) and yields nothing,
+    so `chunk_embeddings` is skipped.
     """
+    keys = list(context.partition_keys)
+    if BACKFILL_TAG in context.run.tags:
+        hand_over_backfill(context, database, keys)
+        return
     embedder.start_loading()
     started = time.perf_counter()
-    keys = list(context.partition_keys)
     with database.connect() as conn:
         pages = load_pages(conn, keys)
     missing = sorted(set(keys) - pages.keys())
@@ -67,16 +77,32 @@ def page_chunks(
         for key, page in pages.items()
     }
     chunks = sum(len(pc.chunks) for pc in result.values())
-    context.add_output_metadata(
-        {
+    yield dg.Output(
+        result,
+        metadata={
             "pages": len(result),
             "pages_without_document": len(missing),
             "chunks": chunks,
             "chunks_per_page": round(chunks / max(len(result), 1), 2),
             "seconds": round(time.perf_counter() - started, 3),
-        }
+        },
     )
-    return result
+
+
+def hand_over_backfill(context: dg.AssetExecutionContext, database: DatabaseResource, keys: list[str]) -> None:
+    """A UI backfill's run covers up to 200 pages in partition order, of any tenants, without their
+    tags: run as it is, it would bypass the per-tenant limits and could take pages a tenant's run
+    has. Its pages are made pending again instead, and the pages sensor gives them tenant-tagged
+    runs of at most 200 pages, fairly and each page in one run. What the backfill asked for still
+    happens: every page with text is chunked and embedded again (unchanged texts reuse their
+    embeddings), with the chunks it has searchable until then."""
+    with database.connect() as conn:
+        handed = request_reprocessing(conn, keys)
+        conn.commit()
+    context.log.info(
+        f"UI backfill: {sum(handed.values())} of {len(keys)} pages handed to their tenants' page runs"
+        f" ({', '.join(f'{tenant}: {n}' for tenant, n in sorted(handed.items()))}); the pages sensor launches them"
+    )
 
 
 @dg.asset(

@@ -33,6 +33,14 @@ PARTITION_SEQS_TAG = "pilito/partition_seqs"
 leaves pages inside a queued or running range alone."""
 MAX_RETRIES_TAG = "dagster/max_retries"
 """Documented run tag overriding dagster.yaml's run_retries for one run."""
+BACKFILL_TAG = "dagster/backfill"
+"""Dagster's tag on every run of a backfill (its id): the page assets hand such runs' pages over to
+tenant-tagged page runs (page_assets.hand_over_backfill)."""
+PRIORITY_TAG = "dagster/priority"
+"""Documented run tag: the run queue starts queued runs of a higher priority first (default 0)."""
+PAGE_RUN_PRIORITY = 1
+"""Page runs before crawls: a crawled site's pages become searchable before more sites are crawled
+(dagster.yaml keeps a slot for each kind, so crawls still go on)."""
 
 MAX_PAGES_PER_RUN = 200
 """Pages in one page run: the sensor's ranges and UI backfills' runs alike."""
@@ -57,6 +65,7 @@ def page_run_tags(tenant_id: str, first: tuple[str, int], last: tuple[str, int])
         PARTITION_RANGE_END_TAG: last[0],
         PARTITION_SEQS_TAG: f"{first[1]}-{last[1]}",
         MAX_RETRIES_TAG: "0",
+        PRIORITY_TAG: str(PAGE_RUN_PRIORITY),
     }
 
 

@@ -6,8 +6,9 @@ only pending pages outside the ranges of the tenant's queued and running page ru
 name its range in registration order), so each page is in at most one queued or running run by
 construction. A tenant has at most `MAX_ACTIVE_PAGE_RUNS` page runs queued or running: one runs
 (dagster.yaml) while the next waits in the queue with the pages registered since, so it starts the
-moment the first ends instead of a sensor pass later. A new site's first run, while its crawl
-goes on, is at most `FIRST_RUN_PAGES`; later ones grow to the cap. A failed page run is launched again after
+moment the first ends instead of a sensor pass later; while the crawl still registers pages, that
+next run is queued only once it is full, so the crawl's later batches join it instead of a run
+each. A new site's first run, while its crawl goes on, is at most `FIRST_RUN_PAGES`. A failed page run is launched again after
 `RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still pending.
 """
 
@@ -41,7 +42,7 @@ from pilito_pipeline.store.pages import (
     PendingKey,
     has_pending_pages,
     pending_pages,
-    new_tenants_still_crawling,
+    tenants_still_crawling,
 )
 from pilito_pipeline.store.websites import request_due_crawls, websites_awaiting_crawl
 
@@ -127,9 +128,13 @@ def first_ranges(
     max_pages: int = MAX_PAGES_PER_RUN,
     embedding_model: str = "",
     new_tenants: Collection[str] = (),
+    filling: Collection[str] = (),
 ) -> Iterator[PageRange]:
     """Each tenant's first range: its oldest pending pages while their registration order is unbroken,
     at most `FIRST_RUN_PAGES` for a tenant with nothing searchable yet (its first answers come sooner).
+    A tenant in `filling` (a page run queued or running while its crawl still registers pages) gets
+    a range only when it is full: a partial one would leave the pages registered next to a run of
+    their own, and every run costs seconds to launch and to load the model.
 
     A range run covers every key between its ends in Dagster's partition order, which
     `partition_seq` records; a gap in it is a key of another tenant, or one not pending, so the
@@ -145,7 +150,8 @@ def first_ranges(
             if len(taken) >= cap or page.partition_seq != taken[-1].partition_seq + 1:
                 break
             taken.append(page)
-        yield PageRange(tenant_id, tuple(taken), embedding_model)
+        if tenant_id not in filling or len(taken) >= cap:
+            yield PageRange(tenant_id, tuple(taken), embedding_model)
 
 
 @dataclass(frozen=True)
@@ -205,14 +211,18 @@ def pending_pages_sensor(
             conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK,
             exclude_tenants=active.held, exclude_ranges=active.ranges,
         )
-        # A new site's first run is small; the one queued behind it may take everything pending.
-        with_runs = {tenant for tenant, _, _ in active.ranges}
-        new_tenants = new_tenants_still_crawling(conn, {page.tenant_id for page in pending} - with_runs)
-    if not pending:
+        crawling = tenants_still_crawling(conn, {page.tenant_id for page in pending})
+    with_runs = {tenant for tenant, _, _ in active.ranges}
+    ranges = list(first_ranges(
+        pending, embedding_model=model,
+        new_tenants={tenant for tenant, new in crawling.items() if new and tenant not in with_runs},
+        filling=set(crawling) & with_runs,
+    ))
+    if not ranges:
         return dg.SensorResult(
             skip_reason=f"no page run to launch: every pending page is in a queued or running run,"
             f" or its tenant has {MAX_ACTIVE_PAGE_RUNS} page runs queued or running or one just failed"
-            f" ({len(active.held)} tenants held)"
+            f" ({len(active.held)} tenants held), or its next run fills while its crawl goes on"
         )
     generation = int(context.cursor or 0) + 1
     return dg.SensorResult(
@@ -224,7 +234,7 @@ def pending_pages_sensor(
                     MAX_RUNTIME_TAG: str(PAGE_RUN_MAX_RUNTIME_SECONDS),
                 },
             )
-            for page_range in first_ranges(pending, embedding_model=model, new_tenants=new_tenants)
+            for page_range in ranges
         ],
         cursor=str(generation),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -296,17 +297,16 @@ def has_pending_pages(conn: psycopg.Connection, embedding_model: str) -> bool:
     ).fetchone()["pending"]
 
 
-def new_tenants_still_crawling(conn: psycopg.Connection, tenant_ids: Collection[str]) -> set[str]:
-    """The tenants none of whose pages has chunks yet while a crawl of theirs is still running: a new
-    site whose first run is kept small, so answers come before the crawl ends. (A site crawled
-    already is worked through in as few runs as possible: each run costs seconds to launch.)"""
+def tenants_still_crawling(conn: psycopg.Connection, tenant_ids: Collection[str]) -> dict[str, bool]:
+    """The tenants with a crawl still running, each mapped to whether none of its pages has chunks
+    yet (a new site: its first run is kept small, so answers come before the crawl ends)."""
     rows = conn.execute(
-        "SELECT t FROM unnest(%s::text[]) AS t"
-        " WHERE NOT EXISTS (SELECT FROM pages WHERE tenant_id = t AND processed_hash IS NOT NULL)"
-        "   AND EXISTS (SELECT FROM websites WHERE tenant_id = t AND status = 'crawling')",
+        "SELECT t, NOT EXISTS (SELECT FROM pages WHERE tenant_id = t AND processed_hash IS NOT NULL) AS new"
+        " FROM unnest(%s::text[]) AS t"
+        " WHERE EXISTS (SELECT FROM websites WHERE tenant_id = t AND status = 'crawling')",
         (list(tenant_ids),),
     ).fetchall()
-    return {r["t"] for r in rows}
+    return {r["t"]: r["new"] for r in rows}
 
 
 def pending_pages(
@@ -360,6 +360,18 @@ def pending_pages(
         },
     ).fetchall()
     return [PendingKey(**r) for r in rows]
+
+
+def request_reprocessing(conn: psycopg.Connection, partition_keys: list[str]) -> dict[str, int]:
+    """Make these pages pending again, so the pages sensor gives them page runs of their tenant;
+    their stored chunks stay searchable until that run replaces them (embeddings of unchanged text
+    are reused). Pages without text are left alone. The caller commits. Pages per tenant."""
+    rows = conn.execute(
+        f"UPDATE pages SET processed_hash = NULL, updated_at = now()"
+        f" WHERE partition_key = ANY(%s) AND {_PROCESSABLE} AND content_hash IS NOT NULL RETURNING tenant_id",
+        (partition_keys,),
+    ).fetchall()
+    return dict(Counter(r["tenant_id"] for r in rows))
 
 
 def load_pages(conn: psycopg.Connection, partition_keys: list[str]) -> dict[str, PendingPage]:

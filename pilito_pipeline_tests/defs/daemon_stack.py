@@ -8,10 +8,7 @@ import functools
 import os
 import random
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,8 +28,8 @@ from pilito_pipeline.defs.partitions import (
     TENANT_TAG,
     pages_partitions,
 )
-from pilito_pipeline.launcher import DAGSTER_PROCESS_ENV, DagsterProcess, ensure_dagster_database, prepare_dagster_home
-from pilito_pipeline.settings import PROJECT_ROOT, settings_from_env
+from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database, start_dagster
+from pilito_pipeline.settings import settings_from_env
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.migrate import migrate
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server
@@ -134,11 +131,6 @@ class DaemonStack:
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
 
-def _default_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 @contextmanager
 def daemon_stack(data_dir: Path, env: dict[str, str]) -> Iterator[DaemonStack]:
     """Start the database and Dagster on `data_dir`; `env` adds settings (crawl rate, embedder...)."""
@@ -151,20 +143,11 @@ def daemon_stack(data_dir: Path, env: dict[str, str]) -> Iterator[DaemonStack]:
         os.environ.update({"DATABASE_URL": database_url, "PILITO_DATA_DIR": str(data_dir), **env})
         settings = settings_from_env()
         migrate(database_url, embedding_dimension=settings.embedding_dimension)
-        home = prepare_dagster_home(settings)
-        os.environ.update({"DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": ensure_dagster_database(database_url)})
-        port = free_port()
-        log_path = data_dir / "dagster.log"
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                 "-h", "127.0.0.1", "-p", str(port)],
-                cwd=PROJECT_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **DAGSTER_PROCESS_ENV}, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_signals,
-            )
-        dagster = DagsterProcess(process, f"http://127.0.0.1:{port}", log_path)
+        dagster = start_dagster(settings, database_url, port=free_port())
         instance = None
         try:
+            home = settings.data_dir / "dagster_home"  # the instance `start_dagster` prepared, for our own reads
+            os.environ.update({"DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": ensure_dagster_database(database_url)})
             dagster.wait_until_ready(timeout=DEADLINE)
             instance = dg.DagsterInstance.from_config(str(home))
             yield DaemonStack(data_dir, database_url, instance, dagster)

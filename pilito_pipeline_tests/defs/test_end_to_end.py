@@ -12,13 +12,17 @@ from dagster._core.test_utils import create_run_for_test
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.maintenance import ann_index_sensor, tenant_ann_indexes
-from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
+from pilito_pipeline.defs.partitions import (
+    BACKFILL_TAG, MAX_PAGES_PER_RUN, TENANT_TAG, pages_partitions, websites_partitions,
+)
 from pilito_pipeline.defs.resources import DatabaseResource
 from pilito_pipeline.defs.sensors import pending_pages_sensor, website_crawl_sensor
 from pilito_pipeline.retrieval import Retriever
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.store.db import connect
-from pilito_pipeline_tests.defs.conftest import PAGE_ASSETS, register, run_sensors_and_runs, table_counts
+from pilito_pipeline_tests.defs.conftest import (
+    KNOWLEDGE_CHECKS, PAGE_ASSETS, register, run_sensors_and_runs, table_counts,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +114,35 @@ def test_a_page_batch_still_running_is_not_launched_again(
     (batch,) = page_requests()
     create_run_for_test(instance, job_name="__ASSET_JOB", tags=batch.tags, status=dg.DagsterRunStatus.STARTED)
     assert page_requests() == []  # the same work is still running: not launched twice
+
+
+def test_a_ui_backfill_of_the_page_assets_becomes_tenant_runs(
+    database_url: str, demo_site: str, instance: dg.DagsterInstance, resources: dict[str, Any]
+) -> None:
+    for tenant in ("tenant-a", "tenant-b"):
+        register(database_url, tenant, demo_site)
+    run_sensors_and_runs(instance, resources)
+    before = table_counts(database_url)
+    pages = instance.get_dynamic_partitions(pages_partitions.name)
+
+    # A run of "Materialize all" from the UI: a range of both tenants' pages, tagged with its backfill.
+    outcome = dg.materialize([*PAGE_ASSETS, *KNOWLEDGE_CHECKS], instance=instance, resources=resources, tags={
+        BACKFILL_TAG: "uibackfl", ASSET_PARTITION_RANGE_START_TAG: pages[0], ASSET_PARTITION_RANGE_END_TAG: pages[-1]})
+    assert outcome.success
+    assert outcome.get_asset_materialization_events() == []  # it chunked and embedded nothing itself
+    assert table_counts(database_url) == before  # and took nothing away: every chunk still answers
+
+    requests = pending_pages_sensor(dg.build_sensor_context(
+        instance=instance, resources={"database": resources["database"], "embedder": resources["embedder"]},
+    )).run_requests
+    assert sorted(r.tags[TENANT_TAG] for r in requests) == ["tenant-a", "tenant-b"]
+    for request in requests:
+        key_range = request.partition_key_range
+        assert BACKFILL_TAG not in request.tags
+        assert pages.index(key_range.end) - pages.index(key_range.start) < MAX_PAGES_PER_RUN
+    launched = run_sensors_and_runs(instance, resources)  # the tenants' own runs do what it asked
+    assert launched["page_runs"] == 2 and launched["embeddings_computed"] == 0 and launched["embeddings_reused"] > 0
+    assert table_counts(database_url) == before
+    with connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) AS n FROM pages WHERE content_hash IS DISTINCT FROM processed_hash"
+                            " AND status = 'fetched'").fetchone()["n"] == 0

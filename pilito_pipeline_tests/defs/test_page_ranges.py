@@ -11,11 +11,15 @@ from dagster._core.storage import tags as dagster_tags
 from dagster._core.test_utils import create_run_for_test
 
 from pilito_pipeline.defs.partitions import (
+    BACKFILL_TAG,
     MAX_RETRIES_TAG,
+    PAGE_RUN_PRIORITY,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
     PARTITION_SEQS_TAG,
+    PRIORITY_TAG,
     TENANT_PAGES_TAG,
+    crawl_run_tags,
     page_run_tags,
     pages_partitions,
     run_partition_seqs,
@@ -26,7 +30,9 @@ from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import FIRST_RUN_PAGES, first_ranges, pending_pages_sensor
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.pages import PageRecord, PendingKey, mark_pages_processed, pending_pages, record_page
-from pilito_pipeline.store.websites import mark_crawl_started, register_website, website_id_from_partition_key
+from pilito_pipeline.store.websites import (
+    mark_crawl_finished, mark_crawl_started, register_website, website_id_from_partition_key,
+)
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -61,6 +67,13 @@ def test_a_tenant_with_nothing_searchable_yet_gets_a_small_first_run() -> None:
     assert [(r.tenant_id, len(r.pages)) for r in ranges] == [("new", FIRST_RUN_PAGES), ("old", 30)]
 
 
+def test_a_tenant_whose_next_run_fills_while_it_is_crawled_gets_it_only_when_full() -> None:
+    pages = [pending(f"p{i}", "filling", i) for i in range(1, 11)] + [pending("p11", "other", 11)]
+    assert keys(first_ranges(pages, max_pages=20, filling={"filling"})) == [("other", ["p11"])]
+    ranges = list(first_ranges(pages, max_pages=10, filling={"filling"}))
+    assert [(r.tenant_id, len(r.pages)) for r in ranges] == [("filling", 10), ("other", 1)]
+
+
 def test_run_key_changes_with_page_text_model_and_generation() -> None:
     (first,) = first_ranges([pending("p1", "a", 1, "h1")])
     (changed,) = first_ranges([pending("p1", "a", 1, "h2")])
@@ -76,7 +89,10 @@ def test_range_tags_are_the_ones_dagster_reads() -> None:
     assert PARTITION_RANGE_START_TAG == dagster_tags.ASSET_PARTITION_RANGE_START_TAG
     assert PARTITION_RANGE_END_TAG == dagster_tags.ASSET_PARTITION_RANGE_END_TAG
     assert MAX_RETRIES_TAG == dagster_tags.MAX_RETRIES_TAG
+    assert PRIORITY_TAG == dagster_tags.PRIORITY_TAG
+    assert BACKFILL_TAG == dagster_tags.BACKFILL_ID_TAG
     request = dg.RunRequest(tags=page_run_tags("acme", ("p3", 3), ("p9", 12)))
+    assert int(request.tags[PRIORITY_TAG]) == PAGE_RUN_PRIORITY > int(crawl_run_tags("acme").get(PRIORITY_TAG, "0"))
     assert request.partition_key_range == dg.PartitionKeyRange("p3", "p9")
     assert run_partition_seqs(request.tags) == (3, 12) and run_partition_seqs({}) is None
 
@@ -212,12 +228,17 @@ def test_a_new_sites_first_run_is_small_while_it_is_crawled_and_the_next_takes_t
     pages = add_pages(database_url, instance, "new", FIRST_RUN_PAGES + 20)
     crawled = add_pages(database_url, instance, "crawled", FIRST_RUN_PAGES + 20)
     with connect(database_url) as conn:
-        mark_crawl_started(conn, website_id_from_partition_key("w1"))  # "new" is still being crawled
+        started = mark_crawl_started(conn, website_id_from_partition_key("w1"))  # "new" is still being crawled
         conn.commit()
     first, whole_site = sensor_requests(database_url, instance).run_requests
     assert whole_site.partition_key_range == dg.PartitionKeyRange(crawled[0], crawled[-1])  # one run
     create_run_for_test(instance, job_name="__ASSET_JOB", tags=whole_site.tags, status=dg.DagsterRunStatus.STARTED)
     assert first.partition_key_range == dg.PartitionKeyRange(pages[0], pages[FIRST_RUN_PAGES - 1])
     create_run_for_test(instance, job_name="__ASSET_JOB", tags=first.tags, status=dg.DagsterRunStatus.STARTED)
-    (second,) = sensor_requests(database_url, instance, cursor="1").run_requests  # still crawling
+    # While the crawl goes on, the next run waits to fill: the crawl's next batch joins it.
+    assert sensor_requests(database_url, instance, cursor="1").run_requests == []
+    with connect(database_url) as conn:
+        mark_crawl_finished(conn, website_id_from_partition_key("w1"), started, {})
+        conn.commit()
+    (second,) = sensor_requests(database_url, instance, cursor="1").run_requests  # queued behind the first
     assert second.partition_key_range == dg.PartitionKeyRange(pages[FIRST_RUN_PAGES], pages[-1])

@@ -27,7 +27,7 @@ import yaml
 
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG, TENANT_TAG
 from pilito_pipeline.ingest import knowledge_rows
-from pilito_pipeline.launcher import DAGSTER_PROCESS_ENV, DagsterProcess, ensure_dagster_database
+from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database, launch_dagster_dev
 from pilito_pipeline.settings import PROJECT_ROOT
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.migrate import migrate
@@ -174,16 +174,10 @@ class Stack:
 
     # Dagster
     def start_dagster(self) -> None:
-        port = free_port()
-        log_path = self.data_dir / "dagster.log"
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                 "-h", "127.0.0.1", "-p", str(port)],
-                cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_signals,
-            )
-        self.dagster = DagsterProcess(process, f"http://127.0.0.1:{port}", log_path)
+        self.dagster = launch_dagster_dev(
+            self.dagster_home, self.env["DAGSTER_POSTGRES_URL"], self.data_dir / "dagster.log", self.env,
+            port=free_port(),
+        )
         self.dagster.wait_until_ready(timeout=DEADLINE)
 
     def stop_dagster(self) -> None:
@@ -280,11 +274,6 @@ class Stack:
         return time.monotonic()
 
 
-def _default_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 def write_test_dagster_yaml(home: Path) -> Path:
     """The project's dagster.yaml with run monitoring polling every few seconds."""
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
@@ -323,7 +312,6 @@ def stack() -> Iterator[Stack]:
             "CRAWL_ALLOWED_HOSTS": "127.0.0.1",
             "CRAWL_RATE_LIMIT_SECONDS": "0.05",
             "HF_HUB_OFFLINE": "1",
-            **DAGSTER_PROCESS_ENV,  # as `up` and production run Dagster
         }
         os.environ.update({"DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": dagster_url})
         stack = Stack(data_dir, database_url, home, env, embeddings, redis_port)
