@@ -36,6 +36,7 @@ from pilito_pipeline.ingest import knowledge_rows  # noqa: E402
 from pilito_pipeline.retrieval import Retriever  # noqa: E402
 from pilito_pipeline.settings import settings_from_env  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
+from pilito_pipeline.up import stop_on_signals  # noqa: E402
 from pilito_pipeline.text import ExtractedDocument, chunk_document  # noqa: E402
 from pilito_pipeline_tests.retrieval.demo_corpus import HANDBOOK_SITE_DIR  # noqa: E402
 from pilito_pipeline_tests.defs.daemon_stack import daemon_stack, generate_site, served, wait_for  # noqa: E402
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=200, help="pages to crawl (the generated site has as many)")
     parser.add_argument("--rate", type=float, default=0.05, help="CRAWL_RATE_LIMIT_SECONDS")
     args = parser.parse_args()
+    stop_on_signals()  # Ctrl-C or SIGTERM (`timeout`) stops Dagster and the database on the way out
 
     env = {"CRAWL_ALLOWED_HOSTS": "127.0.0.1", "CRAWL_RATE_LIMIT_SECONDS": str(args.rate)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ import dagster as dg  # noqa: E402
 
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
+from pilito_pipeline.up import stop_on_signals  # noqa: E402
 from pilito_pipeline_tests.defs.daemon_stack import DEADLINE, daemon_stack, generate_site, served  # noqa: E402
 
 
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--rate", type=float, default=0.05, help="CRAWL_RATE_LIMIT_SECONDS")
     args = parser.parse_args()
+    stop_on_signals()  # Ctrl-C or SIGTERM (`timeout`) stops Dagster and the database on the way out
 
     env = {"CRAWL_ALLOWED_HOSTS": "127.0.0.1", "CRAWL_RATE_LIMIT_SECONDS": str(args.rate)}
     tenants = [f"t{n:03d}" for n in range(args.tenants)]
