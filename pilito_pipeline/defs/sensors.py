@@ -8,8 +8,10 @@ construction. A tenant has at most `MAX_ACTIVE_PAGE_RUNS` page runs queued or ru
 (dagster.yaml) while the next waits in the queue with the pages registered since, so it starts the
 moment the first ends instead of a sensor pass later; while the crawl still registers pages, that
 next run is queued only once it is full, so the crawl's later batches join it instead of a run
-each. A new site's first run, while its crawl goes on, is at most `FIRST_RUN_PAGES`. A failed page run is launched again after
-`RETRY_DELAY_SECONDS` (at once if its worker died): its pages are still pending.
+each, and so is every run of a site still being crawled while `PAGE_RUN_SLOTS` page runs already
+wait in the queue. A new site's first run, while its crawl goes on and the queue is not backed up,
+is at most `FIRST_RUN_PAGES`. A failed page run is launched again after `RETRY_DELAY_SECONDS` (at
+once if its worker died): its pages are still pending.
 """
 
 import hashlib
@@ -54,6 +56,9 @@ FIRST_RUN_PAGES = 5
 """A new site's first page run: small, so its first pages are searchable within seconds."""
 MAX_ACTIVE_PAGE_RUNS = 2
 """Page runs of one tenant queued or running at once: the running one and the next."""
+PAGE_RUN_SLOTS = 2
+"""Page runs the queue runs at once (dagster.yaml, `pilito/run_kind: pages`; a test compares them):
+with this many page runs waiting, a new one would not start soon."""
 SENSOR_INTERVAL_SECONDS = 1
 """Every pass of the sensor daemon (it loops every 5 s): a minimum interval equal to the loop's skipped
 every other pass (a tick started a few milliseconds late is "under 5 s"), so new work waited 10 s."""
@@ -162,6 +167,8 @@ class ActivePageRuns:
     a queued or running page run whose range is unknown (a run from before ranges were tagged)."""
     ranges: list[tuple[str, int, int]]
     """(tenant, first, last) registration order of every queued or running page run."""
+    queued: int
+    """Page runs created or queued, not started yet."""
 
 
 def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageRuns:
@@ -189,7 +196,8 @@ def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageR
         else:
             ranges.append((tenant, *seqs))
     held |= {tenant for tenant, count in per_tenant.items() if count >= MAX_ACTIVE_PAGE_RUNS}
-    return ActivePageRuns(held, ranges)
+    waiting = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)
+    return ActivePageRuns(held, ranges, sum(1 for run in active if run.status in waiting))
 
 
 @dg.sensor(
@@ -212,11 +220,15 @@ def pending_pages_sensor(
             exclude_tenants=active.held, exclude_ranges=active.ranges,
         )
         crawling = tenants_still_crawling(conn, {page.tenant_id for page in pending})
+    # A run over part of a site still being crawled is worth it only if it starts now: behind the
+    # tenant's own run, or behind other page runs waiting in the queue, it waits to be full (or
+    # for the crawl's end), so the pages registered meanwhile join it.
     with_runs = {tenant for tenant, _, _ in active.ranges}
+    backlogged = active.queued >= PAGE_RUN_SLOTS
     ranges = list(first_ranges(
         pending, embedding_model=model,
-        new_tenants={tenant for tenant, new in crawling.items() if new and tenant not in with_runs},
-        filling=set(crawling) & with_runs,
+        new_tenants=set() if backlogged else {t for t, new in crawling.items() if new and t not in with_runs},
+        filling=set(crawling) if backlogged else set(crawling) & with_runs,
     ))
     if not ranges:
         return dg.SensorResult(

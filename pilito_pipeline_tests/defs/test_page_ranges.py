@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.storage import tags as dagster_tags
 from dagster._core.test_utils import create_run_for_test
 
@@ -18,6 +19,7 @@ from pilito_pipeline.defs.partitions import (
     PARTITION_RANGE_START_TAG,
     PARTITION_SEQS_TAG,
     PRIORITY_TAG,
+    RUN_KIND_TAG,
     TENANT_PAGES_TAG,
     crawl_run_tags,
     page_run_tags,
@@ -27,7 +29,8 @@ from pilito_pipeline.defs.partitions import (
 )
 from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.defs.sensors import FIRST_RUN_PAGES, first_ranges, pending_pages_sensor
+from pilito_pipeline.defs.sensors import FIRST_RUN_PAGES, PAGE_RUN_SLOTS, first_ranges, pending_pages_sensor
+from pilito_pipeline.settings import PROJECT_ROOT
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.pages import PageRecord, PendingKey, mark_pages_processed, pending_pages, record_page
 from pilito_pipeline.store.websites import (
@@ -242,3 +245,27 @@ def test_a_new_sites_first_run_is_small_while_it_is_crawled_and_the_next_takes_t
         conn.commit()
     (second,) = sensor_requests(database_url, instance, cursor="1").run_requests  # queued behind the first
     assert second.partition_key_range == dg.PartitionKeyRange(pages[FIRST_RUN_PAGES], pages[-1])
+
+def test_a_site_being_crawled_gets_no_partial_run_while_page_runs_wait_in_the_queue(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    for n, tenant in enumerate(("busy-1", "busy-2")):  # page runs of others, waiting for a slot
+        create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.NOT_STARTED,
+                            tags=page_run_tags(tenant, (f"x{n}", 1000 + n), (f"x{n}", 1000 + n)))
+    pages = add_pages(database_url, instance, "new", FIRST_RUN_PAGES + 3)
+    with connect(database_url) as conn:
+        started = mark_crawl_started(conn, website_id_from_partition_key("w1"))
+        conn.commit()
+    # A small first run would wait anyway, while the crawl registers more pages: none yet.
+    assert sensor_requests(database_url, instance).run_requests == []
+    with connect(database_url) as conn:
+        mark_crawl_finished(conn, website_id_from_partition_key("w1"), started, {})
+        conn.commit()
+    (whole_site,) = sensor_requests(database_url, instance).run_requests
+    assert whole_site.partition_key_range == dg.PartitionKeyRange(pages[0], pages[-1])
+
+
+def test_page_run_slots_are_the_run_queues() -> None:
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": RUN_KIND_TAG, "value": "pages", "limit": PAGE_RUN_SLOTS} in limits
