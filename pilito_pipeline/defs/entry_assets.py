@@ -14,7 +14,7 @@ from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.ingest import reembed_entries, stale_entries
 
 
-@dg.asset(group_name="knowledge", kinds={"pgvector"}, pool="embedding_provider")
+@dg.asset(group_name="knowledge", kinds={"pgvector"})
 def entry_embeddings(
     context: dg.AssetExecutionContext, database: DatabaseResource, embedder: EmbeddingResource
 ) -> dg.MaterializeResult:

@@ -3,7 +3,7 @@
 Dagster's run monitoring (dagster.yaml) fails runs stuck STARTING, closes runs stuck CANCELING and
 fails runs past their `dagster/max_runtime`. With the DefaultRunLauncher (`dagster dev`, the demo,
 `up`) it cannot see a run worker that died, by a kill, an out-of-memory or Dagster stopped around it:
-such a run stays STARTED forever, holding its tenant's run slot (limit 1) and its pool slots. The
+such a run stays STARTED forever, holding its tenant's run slot (limit 1). The
 worker is a process on this host whose pid Dagster records when it starts, so `dead_run_sensor`
 fails the runs whose worker is gone. Then:
 

@@ -205,6 +205,10 @@ class E5Provider:
         such as the chat backend's retriever, never loads it)."""
         if batch_tokens < 512:
             raise ValueError(f"batch_tokens must be at least 512, got {batch_tokens}")
+        # OpenMP threads that wait sleep instead of spinning (set before either engine loads its
+        # OpenMP runtime). Two page runs embedding at once on 2 cores, 120 texts each: 11.9 s →
+        # 9.4 s each; one alone: 5.5 → 5.3 s (torch, 2 threads, measured side by side).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.model_name = E5_MODEL_NAME
         self.dimension = E5_DIMENSION
         self.batch_tokens = batch_tokens

@@ -5,6 +5,7 @@ plus generated sites served on 127.0.0.1 and what the tests ask of the runs."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 import shutil
@@ -12,12 +13,13 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -125,6 +127,17 @@ class DaemonStack:
 
     def partition_order(self) -> list[str]:
         return self.instance.get_dynamic_partitions(pages_partitions.name)
+
+    def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """A query of the webserver's GraphQL API, what the UI sends."""
+        request = urllib.request.Request(
+            f"{self.dagster.url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            body = json.loads(response.read())
+        assert "errors" not in body, body["errors"]
+        return body["data"]
 
     def log_tail(self) -> str:
         path = self.dagster.log_path

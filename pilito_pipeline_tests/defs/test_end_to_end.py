@@ -12,6 +12,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.maintenance import ann_index_sensor, tenant_ann_indexes
+from pilito_pipeline.defs.page_assets import chunk_embeddings
 from pilito_pipeline.defs.partitions import (
     BACKFILL_TAG, MAX_PAGES_PER_RUN, TENANT_TAG, pages_partitions, websites_partitions,
 )
@@ -131,6 +132,11 @@ def test_a_ui_backfill_of_the_page_assets_becomes_tenant_runs(
     assert outcome.success
     assert outcome.get_asset_materialization_events() == []  # it chunked and embedded nothing itself
     assert table_counts(database_url) == before  # and took nothing away: every chunk still answers
+    # A backfill of `chunk_embeddings` alone (its input loaded from the stored page values) does the same.
+    only_embeddings = dg.materialize(PAGE_ASSETS, selection=[chunk_embeddings], instance=instance,
+                                     resources=resources, tags={BACKFILL_TAG: "uibackf2", ASSET_PARTITION_RANGE_START_TAG:
+                                                                pages[0], ASSET_PARTITION_RANGE_END_TAG: pages[-1]})
+    assert only_embeddings.success and only_embeddings.get_asset_materialization_events() == []
 
     requests = pending_pages_sensor(dg.build_sensor_context(
         instance=instance, resources={"database": resources["database"], "embedder": resources["embedder"]},
