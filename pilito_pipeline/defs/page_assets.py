@@ -1,8 +1,8 @@
 """Page assets over the `pages` partitions: chunks → embeddings.
 
 Runs cover a contiguous range of up to MAX_PAGES_PER_RUN page keys of one tenant (sensors.py; a UI
-backfill's runs, split the same way by `BackfillPolicy.multi_run`, hand their pages over to such
-runs) and every asset handles the whole range at once:
+backfill's runs, split the same way by `BackfillPolicy.multi_run`, hand their embedding over to
+such runs) and every asset handles the whole range at once:
 one model load, one batched embedding pass and one database transaction per run instead of one run
 per page. Values are dicts keyed by page key.
 """
@@ -10,7 +10,6 @@ per page. Values are dicts keyed by page key.
 
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -21,7 +20,7 @@ from pilito_pipeline.embed import EmbeddingRequestError, embed_rows
 from pilito_pipeline.ingest import knowledge_rows
 from pilito_pipeline.retries import EMBEDDING_STEP_RETRIES, EMBEDDING_STEP_RETRY_DELAY_SECONDS
 from pilito_pipeline.store.knowledge import PageVersion, store_pages
-from pilito_pipeline.store.pages import PendingPage, load_pages, request_reprocessing
+from pilito_pipeline.store.pages import PendingPage, count_pending, load_pages, request_reprocessing
 from pilito_pipeline.text import Chunk, ExtractedDocument, chunk_document
 
 
@@ -45,28 +44,22 @@ PAGE_ASSET = dict(
 )
 
 
-@dg.asset(
-    **PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"postgres", "python"}, output_required=False
-)
+@dg.asset(**PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"postgres", "python"})
 def page_chunks(
     context: dg.AssetExecutionContext, database: DatabaseResource, embedder: EmbeddingResource
-) -> Iterator[dg.Output[dict[str, PageChunks]]]:
+) -> dict[str, PageChunks]:
     """Structure-aware parent/child chunks with a TL;DR each, of the extracted document the crawl
     stored for each page.
 
     Reading the document is part of this asset, not one of its own: Dagster records every asset of
     a range run once per page, so an extra asset costs every page run an event per page.
-    The embedding model starts loading meanwhile (seconds), for `chunk_embeddings` next.
-
-    A run of a UI backfill hands its pages over instead (`hand_over_backfill`) and yields nothing,
-    so `chunk_embeddings` is skipped (a backfill of that asset alone hands them over there).
+    The embedding model starts loading meanwhile (seconds), for `chunk_embeddings` next (not in a
+    UI backfill's run: its `chunk_embeddings` hands the embedding over to the tenants' runs).
     """
-    keys = list(context.partition_keys)
-    if BACKFILL_TAG in context.run.tags:
-        hand_over_backfill(context, database, keys)
-        return
-    embedder.start_loading()
+    if BACKFILL_TAG not in context.run.tags:
+        embedder.start_loading()
     started = time.perf_counter()
+    keys = list(context.partition_keys)
     with database.connect() as conn:
         pages = load_pages(conn, keys)
     missing = sorted(set(keys) - pages.keys())
@@ -77,38 +70,21 @@ def page_chunks(
         for key, page in pages.items()
     }
     chunks = sum(len(pc.chunks) for pc in result.values())
-    yield dg.Output(
-        result,
-        metadata={
+    context.add_output_metadata(
+        {
             "pages": len(result),
             "pages_without_document": len(missing),
             "chunks": chunks,
             "chunks_per_page": round(chunks / max(len(result), 1), 2),
             "seconds": round(time.perf_counter() - started, 3),
-        },
+        }
     )
-
-
-def hand_over_backfill(context: dg.AssetExecutionContext, database: DatabaseResource, keys: list[str]) -> None:
-    """A UI backfill's run covers up to 200 pages in partition order, of any tenants, without their
-    tags: run as it is, it would bypass the per-tenant limits and could take pages a tenant's run
-    has. Its pages are made pending again instead, and the pages sensor gives them tenant-tagged
-    runs of at most 200 pages, fairly and each page in one run. What the backfill asked for still
-    happens: every page with text is chunked and embedded again (unchanged texts reuse their
-    embeddings), with the chunks it has searchable until then."""
-    with database.connect() as conn:
-        handed = request_reprocessing(conn, keys)
-        conn.commit()
-    context.log.info(
-        f"UI backfill: {sum(handed.values())} of {len(keys)} pages handed to their tenants' page runs"
-        f" ({', '.join(f'{tenant}: {n}' for tenant, n in sorted(handed.items()))}); the pages sensor launches them"
-    )
+    return result
 
 
 @dg.asset(
     **PAGE_ASSET,
     kinds={"pgvector"},
-    output_required=False,
     retry_policy=dg.RetryPolicy(
         max_retries=EMBEDDING_STEP_RETRIES, delay=EMBEDDING_STEP_RETRY_DELAY_SECONDS,
         backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS,
@@ -119,7 +95,7 @@ def chunk_embeddings(
     page_chunks: dict[str, PageChunks],
     database: DatabaseResource,
     embedder: EmbeddingResource,
-) -> Iterator[dg.MaterializeResult]:
+) -> dg.MaterializeResult:
     """Embeddings of every chunk (TL;DR and full text) of the run's pages, in shared batches, written
     into the knowledge base together with the pages' state.
 
@@ -131,11 +107,10 @@ def chunk_embeddings(
     hold exactly its current chunks and marks it processed for the text and model they came from,
     so page state never runs ahead of (or behind) the data. Nothing loads this asset's value
     (retrieval reads the table), so it has no IO manager; ANN indexes are `tenant_ann_indexes`'.
-    A run of a UI backfill of this asset alone hands its pages over, as `page_chunks` does.
+    A UI backfill's run hands its pages over to the tenants' own runs (`hand_over_backfill`).
     """
     if BACKFILL_TAG in context.run.tags:
-        hand_over_backfill(context, database, list(context.partition_keys))
-        return
+        return hand_over_backfill(context, database, embedder.model_name, list(context.partition_keys))
     started = time.perf_counter()
     provider = embedder.get_provider()
     knowledge = {
@@ -167,7 +142,7 @@ def chunk_embeddings(
         f" {counts.reused} reused in {seconds:.1f}s ({rates['pages_per_second']} pages/s,"
         f" {rates['embeddings_per_second']} embeddings/s)"
     )
-    yield dg.MaterializeResult(
+    return dg.MaterializeResult(
         metadata={
             "pages": len(knowledge),
             "chunks": len(all_rows),
@@ -180,5 +155,44 @@ def chunk_embeddings(
             "rows_deleted": stats.deleted,
             "seconds": round(seconds, 3),
             **rates,
+        }
+    )
+
+
+HANDOVER_POLL_SECONDS = 5.0
+"""How often a UI backfill's run looks whether the tenants' runs have processed its pages."""
+
+
+def hand_over_backfill(
+    context: dg.AssetExecutionContext, database: DatabaseResource, embedding_model: str, keys: list[str]
+) -> dg.MaterializeResult:
+    """A UI backfill's run covers up to 200 pages in partition order, of any tenants, without their
+    tags: embedding them itself would bypass the per-tenant limits and could take pages a tenant's
+    run has. Its pages are made pending again instead; the pages sensor gives them tenant-tagged runs
+    of at most 200 pages, fairly and each page in one run, and this run waits until they are all
+    processed (unchanged texts reuse their embeddings; the chunks stay searchable meanwhile). Then
+    the partitions are materialized, so the backfill completes. Pages that cannot be processed (no
+    text any more) are not waited for; a tenant run that keeps failing fails this run at its
+    `dagster/max_runtime`."""
+    started = time.perf_counter()
+    with database.connect() as conn:
+        handed = request_reprocessing(conn, keys)
+        conn.commit()
+    context.log.info(
+        f"UI backfill: {sum(handed.values())} of {len(keys)} pages handed to their tenants' page runs"
+        f" ({', '.join(f'{tenant}: {n}' for tenant, n in sorted(handed.items()))}); waiting for them"
+    )
+    while True:
+        with database.connect() as conn:
+            left = count_pending(conn, keys, embedding_model)
+        if not left:
+            break
+        time.sleep(HANDOVER_POLL_SECONDS)
+    return dg.MaterializeResult(
+        metadata={
+            "pages_handed_over": sum(handed.values()),
+            "tenants": ", ".join(sorted(handed)),
+            "processed_by": "the tenants' page runs",
+            "seconds": round(time.perf_counter() - started, 3),
         }
     )

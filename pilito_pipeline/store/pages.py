@@ -374,6 +374,15 @@ def request_reprocessing(conn: psycopg.Connection, partition_keys: list[str]) ->
     return dict(Counter(r["tenant_id"] for r in rows))
 
 
+def count_pending(conn: psycopg.Connection, partition_keys: list[str], embedding_model: str) -> int:
+    """How many of these pages still need a page run (new text or another model)."""
+    return conn.execute(
+        f"SELECT count(*) AS n FROM pages WHERE partition_key = ANY(%(keys)s) AND {_PROCESSABLE}"
+        f" AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS})",
+        {"keys": partition_keys, "model": embedding_model},
+    ).fetchone()["n"]
+
+
 def load_pages(conn: psycopg.Connection, partition_keys: list[str]) -> dict[str, PendingPage]:
     """The current document of each page (pages without one are left out)."""
     rows = conn.execute(

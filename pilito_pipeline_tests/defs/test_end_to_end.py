@@ -3,6 +3,7 @@ Dagster instance and the embedded PostgreSQL, crawling the bundled sample site o
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import dagster as dg
@@ -12,15 +13,15 @@ from dagster._core.test_utils import create_run_for_test
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.maintenance import ann_index_sensor, tenant_ann_indexes
-from pilito_pipeline.defs.page_assets import chunk_embeddings
 from pilito_pipeline.defs.partitions import (
-    BACKFILL_TAG, MAX_PAGES_PER_RUN, TENANT_TAG, pages_partitions, websites_partitions,
+    BACKFILL_TAG, RUN_KIND_TAG, TENANT_TAG, pages_partitions, websites_partitions,
 )
 from pilito_pipeline.defs.resources import DatabaseResource
 from pilito_pipeline.defs.sensors import pending_pages_sensor, website_crawl_sensor
 from pilito_pipeline.retrieval import Retriever
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.store.db import connect
+from pilito_pipeline.store.pages import count_pending
 from pilito_pipeline_tests.defs.conftest import (
     KNOWLEDGE_CHECKS, PAGE_ASSETS, register, run_sensors_and_runs, table_counts,
 )
@@ -125,30 +126,37 @@ def test_a_ui_backfill_of_the_page_assets_becomes_tenant_runs(
     run_sensors_and_runs(instance, resources)
     before = table_counts(database_url)
     pages = instance.get_dynamic_partitions(pages_partitions.name)
+    with connect(database_url) as conn:
+        with_text = conn.execute("SELECT count(*) AS n FROM pages WHERE status = 'fetched'").fetchone()["n"]
 
-    # A run of "Materialize all" from the UI: a range of both tenants' pages, tagged with its backfill.
-    outcome = dg.materialize([*PAGE_ASSETS, *KNOWLEDGE_CHECKS], instance=instance, resources=resources, tags={
-        BACKFILL_TAG: "uibackfl", ASSET_PARTITION_RANGE_START_TAG: pages[0], ASSET_PARTITION_RANGE_END_TAG: pages[-1]})
-    assert outcome.success
-    assert outcome.get_asset_materialization_events() == []  # it chunked and embedded nothing itself
-    assert table_counts(database_url) == before  # and took nothing away: every chunk still answers
-    # A backfill of `chunk_embeddings` alone (its input loaded from the stored page values) does the same.
-    only_embeddings = dg.materialize(PAGE_ASSETS, selection=[chunk_embeddings], instance=instance,
-                                     resources=resources, tags={BACKFILL_TAG: "uibackf2", ASSET_PARTITION_RANGE_START_TAG:
-                                                                pages[0], ASSET_PARTITION_RANGE_END_TAG: pages[-1]})
-    assert only_embeddings.success and only_embeddings.get_asset_materialization_events() == []
+    # A run of "Materialize all" from the UI: a range of both tenants' pages, tagged with its backfill
+    # (on an instance of its own: a second run at once in this process).
+    outcome: list[dg.ExecuteInProcessResult] = []
 
-    requests = pending_pages_sensor(dg.build_sensor_context(
-        instance=instance, resources={"database": resources["database"], "embedder": resources["embedder"]},
-    )).run_requests
-    assert sorted(r.tags[TENANT_TAG] for r in requests) == ["tenant-a", "tenant-b"]
-    for request in requests:
-        key_range = request.partition_key_range
-        assert BACKFILL_TAG not in request.tags
-        assert pages.index(key_range.end) - pages.index(key_range.start) < MAX_PAGES_PER_RUN
-    launched = run_sensors_and_runs(instance, resources)  # the tenants' own runs do what it asked
+    def backfill_run() -> None:
+        with dg.instance_for_test() as backfill_instance:
+            backfill_instance.add_dynamic_partitions(pages_partitions.name, pages)
+            outcome.append(dg.materialize(
+                [*PAGE_ASSETS, *KNOWLEDGE_CHECKS], instance=backfill_instance, resources=resources, tags={
+                    BACKFILL_TAG: "uibackfl", ASSET_PARTITION_RANGE_START_TAG: pages[0],
+                    ASSET_PARTITION_RANGE_END_TAG: pages[-1]}))
+
+    backfill = threading.Thread(target=backfill_run)
+    backfill.start()
+    launched = {"page_runs": 0, "embeddings_computed": 0, "embeddings_reused": 0}
+    while backfill.is_alive():  # the daemon's part: the pages sensor gives the pages their tenants' runs
+        for name, count in run_sensors_and_runs(instance, resources).items():
+            launched[name] = launched.get(name, 0) + count
+        backfill.join(timeout=0.5)
+        assert table_counts(database_url) == before  # nothing taken away meanwhile: every chunk still answers
+
+    (result,) = outcome
+    assert result.success
+    handed = result.asset_materializations_for_node("chunk_embeddings")[0].metadata
+    assert handed["pages_handed_over"].value == with_text and "embeddings_computed" not in handed
     assert launched["page_runs"] == 2 and launched["embeddings_computed"] == 0 and launched["embeddings_reused"] > 0
     assert table_counts(database_url) == before
     with connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) AS n FROM pages WHERE content_hash IS DISTINCT FROM processed_hash"
-                            " AND status = 'fetched'").fetchone()["n"] == 0
+        assert count_pending(conn, pages, resources["embedder"].model_name) == 0
+    tenants_runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KIND_TAG: "pages"}))
+    assert all(BACKFILL_TAG not in run.tags and TENANT_TAG in run.tags for run in tenants_runs)

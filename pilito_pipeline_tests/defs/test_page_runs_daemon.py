@@ -65,9 +65,20 @@ def test_a_slow_crawl_gives_each_page_one_run_and_runs_pages_while_crawling(tmp_
 
         wait_for("the backfill's runs", lambda: backfill_runs() and all(r.end_time for r in backfill_runs()), interval=2)
         wait_for("every page processed again", all_processed, interval=2)
-        for run in backfill_runs():  # ≤ 200 pages of any tenant each: they chunked and embedded nothing
+
+        def backfill_status() -> str | None:
+            status = stack.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
+            return None if status == "REQUESTED" else status
+
+        # Its partitions materialized once the tenants' runs had processed them: the backfill succeeds.
+        assert wait_for("the backfill to end", backfill_status, interval=2) in ("COMPLETED", "COMPLETED_SUCCESS")
+        for run in backfill_runs():  # ≤ 200 pages of any tenant each: they embedded nothing themselves
             assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-            assert not stack.instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+            for event in stack.instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+                materialization = event.asset_materialization
+                if materialization.asset_key == dg.AssetKey("chunk_embeddings"):
+                    assert "pages_handed_over" in materialization.metadata
+                    assert "embeddings_computed" not in materialization.metadata
         again = [r for r in stack.page_runs("slow") if r.create_timestamp > max(r.create_timestamp for r in runs)]
         assert again and all(BACKFILL_TAG not in r.dagster_run.tags for r in again)
         assert_disjoint_and_complete(stack, again, order)  # the tenant's own runs did what it asked
@@ -81,6 +92,11 @@ mutation ($params: LaunchBackfillParams!) {
     ... on PythonError { message }
   }
 }
+"""
+
+
+BACKFILL_STATUS = """
+query ($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }
 """
 
 
