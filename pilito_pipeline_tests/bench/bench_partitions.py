@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from pilito_pipeline.store.pages import has_pending_pages  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 from pilito_pipeline.text import extract_document  # noqa: E402
-from pilito_pipeline_tests.defs.daemon_stack import free_port  # noqa: E402
+from pilito_pipeline_tests.defs.daemon_stack import free_port, graphql  # noqa: E402
 from pilito_pipeline_tests.embed.openai_server import running_server  # noqa: E402
 
 PAGE_ASSETS = [page_chunks, chunk_embeddings]
@@ -123,16 +122,6 @@ def mark_all_processed(database_url: str, model: str) -> None:
         conn.commit()
 
 
-def graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=600) as response:
-        body = json.loads(response.read())
-    if body.get("errors"):
-        raise RuntimeError(body["errors"])
-    return body["data"]
 
 
 def measure(label: str, database_url: str, instance: dg.DagsterInstance, resources: dict[str, Any],

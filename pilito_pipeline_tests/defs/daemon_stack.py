@@ -82,6 +82,19 @@ def generate_site(root: Path, pages: int, name: str = "site", seed: int = 7) -> 
     (root / "index.html").write_text('<html><body><a href="/page0.html">start</a></body></html>', encoding="utf-8")
 
 
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A query of the webserver at `url` through its GraphQL API, what the UI sends; its errors raise."""
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=600) as response:
+        body = json.loads(response.read())
+    if body.get("errors"):
+        raise RuntimeError(body["errors"])
+    return body["data"]
+
+
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
@@ -129,15 +142,7 @@ class DaemonStack:
         return self.instance.get_dynamic_partitions(pages_partitions.name)
 
     def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        """A query of the webserver's GraphQL API, what the UI sends."""
-        request = urllib.request.Request(
-            f"{self.dagster.url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            body = json.loads(response.read())
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.dagster.url, query, variables)
 
     def log_tail(self) -> str:
         path = self.dagster.log_path

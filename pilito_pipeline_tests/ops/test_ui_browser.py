@@ -14,10 +14,8 @@ Waits poll the page (minutes-long deadlines), never fixed sleeps.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from pilito_pipeline.settings import PROJECT_ROOT
+from pilito_pipeline_tests.defs.daemon_stack import graphql
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +73,7 @@ class Stack:
     database_url: str
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.ui}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = json.load(response)
-        assert "errors" not in body, body
-        return body["data"]
+        return graphql(self.ui, query, variables)
 
     def runs(self, tags: dict[str, str]) -> list[dict[str, Any]]:
         """Runs carrying all `tags`, newest first: {runId, status, jobName, tags}."""
