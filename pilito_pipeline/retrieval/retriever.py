@@ -44,6 +44,7 @@ from pilito_pipeline.retrieval.packing import (
     expand_parents,
     format_context,
     pack_budget,
+    pages_first,
     remove_near_duplicates,
 )
 from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
@@ -299,7 +300,7 @@ class Retriever:
                     for group in groups:
                         chunks = remove_near_duplicates(ranked[group.name], self.config.near_duplicate_threshold)
                         chunks = expand_parents(chunks, parents, self.token_counter, group.budget)
-                        chunks = remove_near_duplicates(chunks, self.config.near_duplicate_threshold)
+                        chunks = pages_first(remove_near_duplicates(chunks, self.config.near_duplicate_threshold))
                         packed[group.name] = pack_budget(chunks, group.budget, self.token_counter, next_citation)
                         next_citation += len(packed[group.name])
         except (psycopg.Error, PoolTimeout) as exc:

@@ -12,6 +12,7 @@ from pilito_pipeline.retrieval.packing import (
     expand_parents,
     format_context,
     pack_budget,
+    pages_first,
     remove_near_duplicates,
 )
 
@@ -27,7 +28,9 @@ def chunk(chunk_id: int, text: str, *, parent: int | None = None, source: str = 
 
 
 def test_counter_uses_the_real_tokenizer() -> None:
-    assert COUNTER.count("Do you offer scholarships?") == 5  # do you offer scholarships ?
+    assert COUNTER.count("Do you offer scholarships?") == 7  # ▁Do ▁you ▁offer ▁scholar ship s ?
+    # XLM-R's pieces cover Persian words (the MiniLM WordPiece used before spent about one token a letter)
+    assert COUNTER.count("کلاس‌های آیلتس چه روزهایی برگزار می‌شود؟") == 14
     assert COUNTER.count("") == 0
     long_text = "word " * 300
     assert COUNTER.count(COUNTER.truncate(long_text, 50)) == 50
@@ -82,3 +85,15 @@ def test_two_siblings_become_their_parent_when_it_fits() -> None:
     # A lone child stays; a parent over budget is not used.
     assert [c.chunk_id for c in expand_parents(children[:2], parents, COUNTER, 200)] == [11, 5]
     assert [c.chunk_id for c in expand_parents(children, parents, COUNTER, 3)] == [11, 5, 12]
+
+
+def test_every_page_gets_its_best_chunk_before_any_page_gets_a_second() -> None:
+    ranked = [chunk(0, "alpha " * 50, source="a"), chunk(1, "alpha more " * 50, source="a"),
+              chunk(2, "beta " * 50, source="b"), chunk(3, "gamma " * 50, source="c")]
+    assert [c.chunk_id for c in pages_first(ranked)] == [0, 2, 3, 1]
+    two = COUNTER.count(format_context(pack_budget([ranked[0], ranked[2]], 10_000, COUNTER), []))
+    # The budget holds two whole entries and 40 tokens: the third page still gets in, cut to fit.
+    packed = pack_budget(pages_first(ranked), two + 40, COUNTER)
+    assert [c.source_id for c in packed] == ["a", "b", "c"]
+    assert [c.truncated for c in packed] == [False, False, True]
+    assert COUNTER.count(format_context(packed, [])) <= two + 40
