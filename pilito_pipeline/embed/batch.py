@@ -10,7 +10,7 @@ import psycopg
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError
 from pilito_pipeline.embed.provider import EmbeddingProvider
-from pilito_pipeline.store.knowledge import KnowledgeRow, reusable_embeddings, text_digest
+from pilito_pipeline.store.knowledge import KnowledgeRow, embedding_text, reusable_embeddings, text_digest
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ def embed_rows(
     rows: Sequence[KnowledgeRow], provider: EmbeddingProvider, *, reuse_from: psycopg.Connection | None = None,
     tldr: bool = True,
 ) -> EmbedCounts:
-    """Give every non-parent row its full-text embedding from `provider`, and its TL;DR
-    embedding when `tldr` (settings.embed_tldr; without it the TL;DR column stays empty).
+    """Give every non-parent row its full-text embedding (of `embedding_text`: heading path and
+    text) from `provider`, and its TL;DR embedding when `tldr` (settings.embed_tldr; without it the
+    TL;DR column stays empty).
 
     All missing texts of all rows go to the provider in one `embed` call (it batches). A text the
     same model already embedded for the same source, as stored in the database (`reuse_from`), is
@@ -38,7 +39,7 @@ def embed_rows(
     known: dict[str, np.ndarray] = {}
     if reuse_from is not None and children:
         known = reusable_embeddings(reuse_from, {row.source_key for row in children}, provider.model_name)
-    wanted = [row.full_text for row in children] + [row.tldr for row in children if tldr and row.tldr.strip()]
+    wanted = [embedding_text(row) for row in children] + [row.tldr for row in children if tldr and row.tldr.strip()]
     reused_before = sum(1 for text in wanted if text_digest(text) in known)
     missing = list(dict.fromkeys(text for text in wanted if text_digest(text) not in known))
     if missing:
@@ -54,7 +55,7 @@ def embed_rows(
             row.embedding_model, row.full_embedding, row.tldr_embedding = None, None, None
             continue
         row.embedding_model = provider.model_name
-        row.full_embedding = known[text_digest(row.full_text)]
+        row.full_embedding = known[text_digest(embedding_text(row))]
         row.tldr_embedding = known[text_digest(row.tldr)] if tldr and row.tldr.strip() else None
     return EmbedCounts(embedded=len(missing), reused=reused_before)
 

@@ -64,6 +64,33 @@ def bm25_search(
         return [(int(chunk_id), float(score)) for chunk_id, score in cur.fetchall()]
 
 
+_CEILING_SQL = """
+WITH stats AS (
+    SELECT chunk_count::float8 AS n FROM bm25_tenant_stats WHERE tenant_id = %(tenant)s
+), df AS (
+    SELECT term, sum(cardinality(chunk_ids))::float8 AS df
+      FROM bm25_postings
+     WHERE tenant_id = %(tenant)s AND term = ANY(%(terms)s::text[])
+     GROUP BY term
+)
+SELECT coalesce(sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))), 0) * (%(k1)s + 1)
+  FROM df CROSS JOIN stats
+"""
+
+
+def bm25_ceiling(conn: psycopg.Connection, tenant_id: str, terms: Sequence[str], *, k1: float = 1.2) -> float:
+    """What a chunk would score that held every one of `terms` the tenant's text has, many times
+    over (each term's score tends to idf * (k1 + 1)): the scale on which a BM25 score says how much
+    of the query a chunk matched. Terms no chunk of the tenant contains do not count. 0 when none
+    is known."""
+    if not terms:
+        return 0.0
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(_CEILING_SQL, {"tenant": tenant_id, "terms": list(dict.fromkeys(terms)),
+                                         "k1": float(k1)}).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
 def tenant_chunk_count(conn: psycopg.Connection, tenant_id: str) -> int:
     """The tenant's searchable (non-parent) chunks, from the BM25 statistics (one index lookup)."""
     with conn.cursor(row_factory=tuple_row) as cur:

@@ -1,4 +1,14 @@
-"""Reciprocal-rank fusion."""
+"""Fusing the dense and BM25 candidate lists: evidence fusion (the default) or reciprocal-rank fusion.
+
+Reciprocal-rank fusion looks at ranks only, so an arm that matched nothing well still hands its
+first candidates a full share: with informal Persian, BM25 often finds no relevant page at all and
+its best guesses pushed dense's confident first result down. Evidence fusion adds each arm's
+score on an absolute scale instead: a cosine below `dense_floor` adds nothing and the top of the
+scale is a cosine of 1; a BM25 score counts as the share of the query's `bm25_ceiling` it
+reached (the score of a chunk holding every query term the site knows). A blind arm then adds
+little, and a confident one decides. Measured on the tune halves of four sets (README: retrieval
+tuning): mean MRR 0.646 against RRF's 0.624, and above the better single arm on each set.
+"""
 
 from __future__ import annotations
 
@@ -34,3 +44,31 @@ def reciprocal_rank_fusion(
     order = {item: position for position, item in enumerate(scores)}
     fused = sorted(scores.items(), key=lambda pair: (-pair[1], order[pair[0]]))
     return fused[:limit]
+
+
+def evidence_fusion(
+    dense: Sequence[tuple[int, float]], bm25: Sequence[tuple[int, float]], *, dense_weight: float = 1.0,
+    bm25_weight: float = 1.0, dense_floor: float = 0.8, bm25_ceiling: float = 0.0, limit: int = 20,
+) -> list[tuple[int, float]]:
+    """score(id) = dense_weight * clip((cosine - dense_floor) / (1 - dense_floor), 0, 1)
+                 + bm25_weight * min(bm25 / bm25_ceiling, 1)
+    over (id, cosine) and (id, BM25 score) lists, best first; an id missing from a list gets 0
+    from it, a weight of 0 drops the list (its ids are no candidates), and a ceiling of 0 means BM25
+    matched nothing the tenant has. Returns at most `limit` (id, score) pairs; ties keep the order
+    of first appearance (dense, then BM25)."""
+    if not 0 <= dense_floor < 1:
+        raise ValueError(f"dense_floor must be within [0, 1), got {dense_floor}")
+    if dense_weight < 0 or bm25_weight < 0:
+        raise ValueError("fusion weights must not be negative")
+    scores: dict[int, float] = {}
+    if dense_weight > 0:
+        for item, cosine in dense:
+            part = dense_weight * min(max((cosine - dense_floor) / (1 - dense_floor), 0.0), 1.0)
+            scores[item] = max(scores.get(item, 0.0), part)
+    if bm25_weight > 0:
+        for item, score in bm25:
+            scores.setdefault(item, 0.0)
+            if bm25_ceiling > 0:
+                scores[item] += bm25_weight * min(score / bm25_ceiling, 1.0)
+    order = {item: position for position, item in enumerate(scores)}
+    return sorted(scores.items(), key=lambda pair: (-pair[1], order[pair[0]]))[:limit]

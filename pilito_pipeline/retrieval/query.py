@@ -1,5 +1,6 @@
 """Query analysis: language and normalisation/terms exactly as at indexing (text/), complexity,
-and for Persian or mixed queries the vocabulary variants they could also be written with."""
+and for Persian or mixed queries the written form of spoken Persian (`text.informal`) and the
+vocabulary variants they could also be written with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 
 from pilito_pipeline.retrieval.variants import expand
 from pilito_pipeline.text import detect_language, normalize, tokenize
+from pilito_pipeline.text.informal import formalize
 
 Language = Literal["fa", "en", "mixed"]
 Complexity = Literal["simple", "complex"]
@@ -33,6 +35,11 @@ class QueryAnalysis:
     """BM25 terms of the doublet variants the query did not use (`retrieval/variants.py`)."""
     variant_phrases: tuple[str, ...] = ()
     """Those variants as text."""
+    formal: str = ""
+    """The normalised query with spoken Persian written formally (`text.informal`); the
+    normalised query itself when no rule applied or the query is English."""
+    formal_terms: tuple[str, ...] = ()
+    """BM25 terms of the formal form (and of the nouns before spoken clitics) not in `terms`."""
 
     def to_dict(self) -> dict[str, object]:
         return {"language": self.language, "complexity": self.complexity, "terms": list(self.terms),
@@ -56,6 +63,11 @@ def analyze_query(query: str) -> QueryAnalysis:
     terms = tuple(dict.fromkeys(tokenize(query)))
     language = detect_language(normalized)
     variants = expand(query) if language != "en" else None
+    formal = formalize(query) if language != "en" else None
+    formal_terms = ()
+    if formal is not None:
+        extra = tokenize(" ".join((formal.text, *formal.extra_words)))
+        formal_terms = tuple(t for t in dict.fromkeys(extra) if t not in terms)
     return QueryAnalysis(
         text=query,
         normalized=normalized,
@@ -64,4 +76,6 @@ def analyze_query(query: str) -> QueryAnalysis:
         complexity=classify_complexity(normalized, terms),
         variant_terms=variants.terms if variants else (),
         variant_phrases=variants.phrases if variants else (),
+        formal=formal.text if formal is not None else normalized,
+        formal_terms=formal_terms,
     )

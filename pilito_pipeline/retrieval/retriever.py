@@ -4,7 +4,7 @@
    multi-part question gets `complex_query_factor` times more candidates.
 2. Hybrid retrieval per group (the primary chunk type; the secondary types together), always
    filtered by tenant: dense (full + TL;DR embeddings; exact scan for small tenants, HNSW with
-   iterative scans for large ones) and BM25 from the postings index, fused by RRF.
+   iterative scans for large ones) and BM25 from the postings index, fused (evidence fusion by default, `retrieval/fusion.py`; RRF selectable).
 3. Cross-encoder rerank of every group's fused candidates in one batch; top `rerank_top_k` each.
 4. Packing: near-duplicate removal, parent expansion, per-group token budgets, a cited context block.
 
@@ -24,19 +24,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
-from pilito_pipeline.retrieval.bm25 import bm25_search, tenant_chunk_count
+from pilito_pipeline.retrieval.bm25 import bm25_ceiling, bm25_search, tenant_chunk_count
 from pilito_pipeline.retrieval.chunks import fetch_chunks, fetch_parents
 from pilito_pipeline.retrieval.config import RetrievalConfig
 from pilito_pipeline.retrieval.dense import dense_search, tenant_dense_plan
 from pilito_pipeline.retrieval.flags import FeatureFlags
-from pilito_pipeline.retrieval.fusion import reciprocal_rank_fusion
+from pilito_pipeline.retrieval.fusion import evidence_fusion, reciprocal_rank_fusion
 from pilito_pipeline.retrieval.metrics import RagMetrics
 from pilito_pipeline.retrieval.packing import (
     RetrievedChunk,
@@ -54,6 +54,7 @@ from pilito_pipeline.store.db import open_pool, resolve_database_url
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 CHUNK_TYPES = ("website", "manual", "faq")
 DEFAULT_FLAGS_PREFIX = "pilito:flags:"
 
@@ -271,20 +272,24 @@ class Retriever:
                 for group in groups:
                     dense: list[tuple[int, float]] = []
                     sparse: list[tuple[int, float]] = []
+                    ceiling = 0.0
                     if vector is not None:
                         with watch.stage("dense"):
-                            dense, ok = self._stage(conn, method, "dense", degradations, lambda c, g=group: dense_search(
+                            found, ok = self._stage(conn, method, "dense", degradations, lambda c, g=group: dense_search(
                                 c, tenant_id, g.chunk_types, vector, dense_k, model=self._get_embedder().model_name, plan=plan,
                                 ef_search=self.config.hnsw_ef_search, tldr=self.config.dense_tldr))
+                            dense = found or []
                             used_dense |= ok
                     if run_bm25:
                         with watch.stage("bm25"):
-                            sparse, ok = self._stage(conn, method, "bm25", degradations, lambda c, g=group: bm25_search(
-                                c, tenant_id, g.chunk_types, terms, sparse_k,
-                                k1=self.config.bm25_k1, b=self.config.bm25_b))
+                            hits, ok = self._stage(conn, method, "bm25", degradations, lambda c, g=group: (
+                                bm25_search(c, tenant_id, g.chunk_types, terms, sparse_k,
+                                            k1=self.config.bm25_k1, b=self.config.bm25_b),
+                                bm25_ceiling(c, tenant_id, ceiling_terms(analysis, self.config), k1=self.config.bm25_k1)))
+                            sparse, ceiling = hits or ([], 0.0)
                             used_bm25 |= ok
                     with watch.stage("fusion"):
-                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse, weights)
+                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse, weights, ceiling)
                 reranked = False
                 if production:
                     with watch.stage("rerank"):
@@ -334,9 +339,9 @@ class Retriever:
             return self._embedder
 
     def _stage(self, conn: psycopg.Connection, method: str, stage: str, degradations: list[Degradation],
-               run: Callable[[psycopg.Connection], list[tuple[int, float]]]) -> tuple[list[tuple[int, float]], bool]:
+               run: Callable[[psycopg.Connection], T]) -> tuple[T | None, bool]:
         """Run one search in its own transaction; a failure that leaves the connection usable
-        degrades the stage (recorded), a broken connection propagates (database down)."""
+        degrades the stage (recorded; None), a broken connection propagates (database down)."""
         try:
             with conn.transaction():
                 conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
@@ -345,21 +350,26 @@ class Retriever:
             if conn.broken or conn.closed:
                 raise
             degradations.append(self._degrade(method, stage, exc))
-            return [], False
+            return None, False
 
     def _fuse(self, conn: psycopg.Connection, tenant_id: str, dense: list[tuple[int, float]],
-              sparse: list[tuple[int, float]], weights: dict[str, float]) -> list[RetrievedChunk]:
-        fused = reciprocal_rank_fusion(
-            {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
-            k=self.config.rrf_k, limit=self.config.fused_limit, weights=weights,
-        )
+              sparse: list[tuple[int, float]], weights: dict[str, float], ceiling: float) -> list[RetrievedChunk]:
+        if self.config.fusion == "rrf":
+            fused = reciprocal_rank_fusion(
+                {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
+                k=self.config.rrf_k, limit=self.config.fused_limit, weights=weights,
+            )
+        else:
+            fused = evidence_fusion(dense, sparse, dense_weight=weights["dense"], bm25_weight=weights["bm25"],
+                                    dense_floor=self.config.dense_floor, bm25_ceiling=ceiling,
+                                    limit=self.config.fused_limit)
         rows = fetch_chunks(conn, tenant_id, [i for i, _ in fused])
         dense_scores, sparse_scores = dict(dense), dict(sparse)
         chunks = []
-        for chunk_id, rrf in fused:
+        for chunk_id, score in fused:
             if chunk_id not in rows:
                 continue
-            scores = {"rrf": rrf}
+            scores = {"fused": score}
             if chunk_id in dense_scores:
                 scores["dense"] = dense_scores[chunk_id]
             if chunk_id in sparse_scores:
@@ -425,7 +435,7 @@ class Retriever:
         for stage, ms in stages.items():
             m.stage_latency.labels(stage).observe(ms / 1000)
         for chunk in (*primary, *secondary):
-            stage = "rerank" if "rerank" in chunk.scores else "rrf"
+            stage = "rerank" if "rerank" in chunk.scores else "fused"
             m.chunk_scores.labels(stage).observe(chunk.scores.get(stage, 0.0))
 
 
@@ -462,23 +472,31 @@ def _method_name(production: bool, used_dense: bool, used_bm25: bool, reranked: 
 
 
 def fusion_weights(config: RetrievalConfig, analysis: QueryAnalysis) -> dict[str, float]:
-    """RRF list weights for this query: `config.arms` switches an arm off (weight 0), the dense
-    weight depends on the language (see `RetrievalConfig.persian_dense_weight`)."""
+    """Fusion weights of the two lists for this query: `config.arms` switches an arm off (weight
+    0), the dense weight depends on the language (see `RetrievalConfig.persian_dense_weight`)."""
     dense = config.persian_dense_weight if analysis.language == "fa" else config.dense_weight
     return {"dense": 0.0 if config.arms == "bm25" else dense,
             "bm25": 0.0 if config.arms == "dense" else config.bm25_weight}
 
 
 def bm25_terms(analysis: QueryAnalysis, config: RetrievalConfig) -> tuple[str, ...]:
-    """The query's BM25 terms, with its doublet variants when `config.variants_bm25`."""
-    return analysis.terms + analysis.variant_terms if config.variants_bm25 else analysis.terms
+    """The query's BM25 terms, with the terms of its formal form when `config.informal_bm25` and
+    its doublet variants when `config.variants_bm25`."""
+    terms = analysis.terms + (analysis.formal_terms if config.informal_bm25 else ())
+    return terms + tuple(t for t in analysis.variant_terms if t not in terms) if config.variants_bm25 else terms
+
+
+def ceiling_terms(analysis: QueryAnalysis, config: RetrievalConfig) -> tuple[str, ...]:
+    """The terms the BM25 ceiling counts: the query's own (and its formal form's when searched), not
+    the doublet variants, of which a page usually has only one."""
+    return analysis.terms + (analysis.formal_terms if config.informal_bm25 else ())
 
 
 def embed_query(embedder: EmbeddingProvider, analysis: QueryAnalysis, config: RetrievalConfig | None = None) -> np.ndarray:
-    """The query vector: the normalised query (with its doublet variants when
-    `config.variants_dense`), embedded as a query where the provider distinguishes queries from
+    """The query vector: the normalised query (written formally when `config.informal_dense`;
+    with its doublet variants when `config.variants_dense`), embedded as a query where the provider distinguishes queries from
     passages (e5's "query: " prefix)."""
-    text = analysis.normalized
+    text = analysis.formal if config is not None and config.informal_dense else analysis.normalized
     if config is not None and config.variants_dense and analysis.variant_phrases:
         text = f"{text} ({', '.join(analysis.variant_phrases)})"
     return embedder.embed_queries([text])[0]

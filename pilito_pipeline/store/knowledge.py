@@ -188,13 +188,21 @@ ORDER BY tenant_id, chunk_type, source_id, chunk_index
 """
 
 _SELECT_REUSABLE = """
-SELECT encode(sha256(convert_to(t.full_text, 'UTF8')), 'hex'), t.full_embedding,
+SELECT encode(sha256(convert_to(CASE WHEN t.section_title <> '' THEN t.section_title || E'\\n' || t.full_text
+                                     ELSE t.full_text END, 'UTF8')), 'hex'), t.full_embedding,
        encode(sha256(convert_to(t.tldr, 'UTF8')), 'hex'), t.tldr_embedding
 FROM tenant_knowledge t
 JOIN unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
   USING (tenant_id, chunk_type, source_id)
 WHERE t.embedding_model = %s AND NOT t.is_parent
 """
+
+
+def embedding_text(row: KnowledgeRow) -> str:
+    """What a chunk's full-text embedding is computed from: its heading path ("Page › Section")
+    on a line of its own, then its text, so a window in the middle of a section still says what
+    page and section it is about. `_SELECT_REUSABLE` computes the same text in SQL."""
+    return f"{row.section_title}\n{row.full_text}" if row.section_title else row.full_text
 
 
 def text_digest(text: str) -> str:

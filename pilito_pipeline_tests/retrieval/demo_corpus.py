@@ -18,6 +18,8 @@ from pilito_pipeline.text import ExtractionError, chunk_document, extract_docume
 DEMO_BASE_URL = "http://demo.local"
 HANDBOOK_SITE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "handbook_fa" / "site"
 HANDBOOK_BASE_URL = "http://handbook.local"
+GIMP_SITE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "gimp_en" / "site"
+GIMP_BASE_URL = "http://gimp.local"
 
 
 def site_rows(site_dir: Path, tenant_id: str, base_url: str, *, skip: Sequence[str] = (),
@@ -46,6 +48,21 @@ def demo_rows(tenant_id: str, base_url: str = DEMO_BASE_URL) -> list[list[Knowle
 def handbook_rows(tenant_id: str, only: Sequence[str] | None = None) -> list[list[KnowledgeRow]]:
     """The Persian handbook site (the index page included: it is part of the site)."""
     return site_rows(HANDBOOK_SITE_DIR, tenant_id, HANDBOOK_BASE_URL, only=only)
+
+
+def gimp_rows(tenant_id: str) -> list[list[KnowledgeRow]]:
+    """GIMP's English help, 272 pages of three hub-heavy sections (fixtures/gimp_en)."""
+    return site_rows(GIMP_SITE_DIR, tenant_id, GIMP_BASE_URL)
+
+
+def mixed_rows(tenant_id: str) -> list[list[KnowledgeRow]]:
+    """One site of both: the Persian handbook and GIMP's English help (the cross-lingual set)."""
+    handbook = handbook_rows(tenant_id)
+    gimp = site_rows(GIMP_SITE_DIR, tenant_id, GIMP_BASE_URL)
+    for number, page in enumerate(gimp, start=len(handbook) + 1):
+        for row in page:
+            row.source_id = f"g{number}"
+    return handbook + gimp
 
 
 def store_pages(conn: psycopg.Connection, pages: list[list[KnowledgeRow]], provider: EmbeddingProvider,
