@@ -7,7 +7,7 @@ import pytest
 
 from pilito_pipeline.embed import EmbedCounts, OpenAIProvider, ProviderUnavailable, embed_rows, provider_breaker
 from pilito_pipeline.store.db import connect
-from pilito_pipeline.store.knowledge import KnowledgeRow, load_sources, upsert_sources
+from pilito_pipeline.store.knowledge import KnowledgeRow, embedding_text, load_sources, upsert_sources
 from pilito_pipeline_tests.embed.openai_server import EmbeddingServer, Failure, expected_vector
 from pilito_pipeline_tests.store.test_knowledge import make_rows, row_versions
 
@@ -42,7 +42,8 @@ def test_embeds_a_whole_run_in_one_request_and_reuses_on_rerun(
     assert embedding_server.inputs_per_request == [23]
     child = data[PAGES[0]][1]
     assert child.embedding_model == "text-embedding-3-small"
-    np.testing.assert_allclose(child.full_embedding, expected_vector(child.full_text, DIMENSION), atol=1e-6)
+    np.testing.assert_allclose(child.full_embedding, expected_vector(embedding_text(child), DIMENSION), atol=1e-6)
+    assert embedding_text(child) == f"{child.section_title}\n{child.full_text}"  # the heading path leads
     np.testing.assert_allclose(child.tldr_embedding, expected_vector(child.tldr, DIMENSION), atol=1e-6)
     assert data[PAGES[0]][0].full_embedding is None  # parents are not embedded
 
@@ -64,7 +65,7 @@ def test_embeds_a_whole_run_in_one_request_and_reuses_on_rerun(
         edited[PAGES[1]][2].full_text = edited[PAGES[0]][2].full_text
         edited[PAGES[3]][3].full_text = "a new paragraph"
         assert embed_rows(all_rows(edited), provider(embedding_server), reuse_from=conn) == EmbedCounts(1, 23)
-        assert embedding_server.requests[-1]["input"] == ["a new paragraph"]
+        assert embedding_server.requests[-1]["input"] == ["section v1\na new paragraph"]
         assert upsert_sources(conn, edited).updated == 1
 
 

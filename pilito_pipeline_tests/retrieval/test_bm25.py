@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pilito_pipeline.retrieval.bm25 import bm25_search, tenant_chunk_count
+from pilito_pipeline.retrieval.bm25 import bm25_ceiling, bm25_search, tenant_chunk_count
 from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.retrieval.conftest import ChunkSpec, insert_chunks
 
@@ -112,6 +112,14 @@ def test_scores_match_hand_computation(database_url: str, k1: float, b: float) -
         ranked = [name_of[i] for i, _ in bm25_search(conn, "t1", ["website"], query, 2, k1=k1, b=b)]
         assert ranked == sorted(expected, key=lambda d: -expected[d])[:2]
         assert tenant_chunk_count(conn, "t1") == 4
+        # The ceiling: every known query term at idf * (k1 + 1); "unknown" is in no chunk of t1.
+        n = len(CORPUS)
+        df = {t: sum(t in terms for terms in CORPUS.values()) for t in ("apple", "cherry")}
+        ceiling = sum(math.log(1 + (n - d + 0.5) / (d + 0.5)) for d in df.values()) * (k1 + 1)
+        assert bm25_ceiling(conn, "t1", query, k1=k1) == pytest.approx(ceiling, rel=1e-9)
+        assert max(expected.values()) < ceiling
+        assert bm25_ceiling(conn, "t1", ["unknown"], k1=k1) == 0.0
+        assert bm25_ceiling(conn, "t1", [], k1=k1) == 0.0
 
 
 def test_chunk_type_filter_and_empty_queries(database_url: str) -> None:

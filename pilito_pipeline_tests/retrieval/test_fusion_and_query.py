@@ -1,11 +1,44 @@
-"""RRF order and query analysis."""
+"""Fusion (evidence and RRF) and query analysis."""
 
 from __future__ import annotations
 
 import pytest
 
-from pilito_pipeline.retrieval.fusion import reciprocal_rank_fusion
+from pilito_pipeline.retrieval.fusion import evidence_fusion, reciprocal_rank_fusion
 from pilito_pipeline.retrieval.query import analyze_query
+
+
+def test_evidence_fusion_matches_hand_computation() -> None:
+    dense = [(1, 0.95), (2, 0.85), (3, 0.70)]
+    bm25 = [(3, 10.0), (4, 3.0)]
+    fused = dict(evidence_fusion(dense, bm25, dense_floor=0.8, bm25_ceiling=16.0))
+    assert fused == pytest.approx({1: 0.75, 2: 0.25, 3: 0.625, 4: 0.1875})
+    assert [i for i, _ in evidence_fusion(dense, bm25, dense_floor=0.8, bm25_ceiling=16.0)] == [1, 3, 2, 4]
+    weighted = dict(evidence_fusion(dense, bm25, dense_weight=2.0, bm25_weight=0.5, bm25_ceiling=16.0))
+    assert weighted[1] == pytest.approx(1.5) and weighted[4] == pytest.approx(0.09375)
+
+
+def test_a_blind_arm_does_not_push_down_a_confident_one() -> None:
+    """Dense is sure of page 1; BM25 matched almost nothing of the query (its best score is a
+    small share of the ceiling). RRF puts BM25's guesses first; evidence fusion keeps page 1."""
+    dense = [(1, 0.93), (2, 0.82), (3, 0.81)]
+    bm25 = [(7, 1.0), (8, 0.9), (2, 0.8)]
+    assert reciprocal_rank_fusion({"dense": [i for i, _ in dense], "bm25": [i for i, _ in bm25]}, k=20)[0][0] == 2
+    assert evidence_fusion(dense, bm25, bm25_ceiling=20.0)[0][0] == 1
+    # BM25 matched every term the site knows: its first result wins over a lukewarm dense list.
+    assert evidence_fusion([(1, 0.84), (2, 0.83)], [(7, 19.0), (2, 5.0)], bm25_ceiling=20.0)[0][0] == 7
+
+
+def test_evidence_fusion_edges() -> None:
+    assert evidence_fusion([], []) == []
+    # No known BM25 term (ceiling 0): its candidates add nothing, but still come after dense's.
+    assert evidence_fusion([(1, 0.9)], [(5, 3.0)], bm25_ceiling=0.0) == [(1, 0.5), (5, 0.0)]
+    assert evidence_fusion([(1, 0.9)], [(5, 3.0)], bm25_weight=0.0, bm25_ceiling=4.0) == [(1, 0.5)]
+    assert [i for i, _ in evidence_fusion([(1, 0.9), (2, 0.9)], [(3, 9.0)], bm25_ceiling=1.0, limit=2)] == [3, 1]
+    with pytest.raises(ValueError, match="dense_floor"):
+        evidence_fusion([], [], dense_floor=1.0)
+    with pytest.raises(ValueError, match="negative"):
+        evidence_fusion([], [], dense_weight=-1.0)
 
 
 def test_rrf_order_matches_hand_computation() -> None:

@@ -71,7 +71,7 @@ def test_hybrid_answer_has_the_seeds_shape(database_url: str, embedder, corpus) 
     assert result.retrieval_method == "hybrid" and not result.degradations
     assert urls(result.primary_context)[0] == "http://school/scholarships"
     top = result.primary_context[0]
-    assert {"dense", "bm25", "rrf"} <= top.scores.keys()
+    assert {"dense", "bm25", "fused"} <= top.scores.keys()
     assert {c.chunk_type for c in result.secondary_context} <= {"faq", "manual"}
     assert result.dense_plan == "exact" and result.tenant_chunks == len(SCHOOL)
     data = result.to_dict()
@@ -205,7 +205,7 @@ def test_metrics_are_recorded(database_url: str, embedder, corpus) -> None:
         assert m.value("rag_retrieval_latency_seconds_count", {"method": "hybrid"}) == 1
         assert m.value("rag_chunks_retrieved_sum", {"method": "hybrid", "source": "primary"}) == len(
             result.primary_context)
-        assert m.value("rag_chunk_scores_count", {"source": "rrf"}) == result.total_chunks
+        assert m.value("rag_chunk_scores_count", {"source": "fused"}) == result.total_chunks
         assert m.value("rag_query_complexity_total", {"complexity": "simple", "language": "en"}) == 1
         assert m.value("rag_stage_latency_seconds_count", {"stage": "bm25"}) == 1
         assert m.value("rag_errors_total", {"method": "production_rag", "error_type": "dense"}) == 0
