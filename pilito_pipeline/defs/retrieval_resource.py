@@ -56,6 +56,8 @@ class RetrievalResource(dg.ConfigurableResource):
     dense_top_k: int = _DEFAULTS.dense_top_k
     sparse_top_k: int = _DEFAULTS.sparse_top_k
     rerank_top_k: int = _DEFAULTS.rerank_top_k
+    fusion: str = _DEFAULTS.fusion
+    dense_floor: float = _DEFAULTS.dense_floor
     rrf_k: int = _DEFAULTS.rrf_k
     persian_dense_weight: float = _DEFAULTS.persian_dense_weight
     dense_tldr: bool = _DEFAULTS.dense_tldr
@@ -98,6 +100,7 @@ class RetrievalResource(dg.ConfigurableResource):
             )
             config = RetrievalConfig(
                 dense_top_k=self.dense_top_k, sparse_top_k=self.sparse_top_k, rerank_top_k=self.rerank_top_k,
+                fusion=self.fusion, dense_floor=self.dense_floor,  # type: ignore[arg-type]
                 rrf_k=self.rrf_k, persian_dense_weight=self.persian_dense_weight, rerank_model=self.rerank_model,
                 rerank_passage=self.rerank_passage,  # type: ignore[arg-type]
                 rerank_max_length=self.rerank_max_length, dense_tldr=self.dense_tldr,
