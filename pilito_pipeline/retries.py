@@ -12,6 +12,11 @@ Run retries (dagster.yaml `run_retries`) re-execute only runs that died without 
 (a killed worker, a lost database): `RUN_RETRIES` more attempts, `retry_on_asset_or_op_failure:
 false`. A step failure is final for its run; page runs are tagged `dagster/max_retries: 0`, and
 the pages sensor launches their pages again later.
+
+A page that fails alone (its chunking raises, the provider refuses its texts, its chunks cannot be
+stored) costs only itself: its run stores the other pages, and the page is tried again after
+`PAGE_RETRY_DELAY_SECONDS`, doubling with each failure, and quarantined at its
+`PAGE_ATTEMPTS`-th failure (about 7 minutes after the first) until `pilito-pipeline retry-pages`.
 """
 
 from __future__ import annotations
@@ -28,3 +33,8 @@ EMBEDDING_STEP_ATTEMPTS = 1 + EMBEDDING_STEP_RETRIES
 PROVIDER_ATTEMPTS_PER_RUN_ATTEMPT = PROVIDER_ATTEMPTS_PER_REQUEST * EMBEDDING_STEP_ATTEMPTS
 RUN_ATTEMPTS_AFTER_A_CRASH = 1 + RUN_RETRIES
 RUN_ATTEMPTS_AFTER_A_STEP_FAILURE = 1
+
+PAGE_ATTEMPTS = 4
+"""Failed attempts of one page (same text and model) before it is quarantined."""
+PAGE_RETRY_DELAY_SECONDS = 60
+"""Wait after a page's first failure; doubles with each further failure (60 s, 120 s, 240 s)."""

@@ -27,6 +27,7 @@ class KnowledgeRule:
     found: str
     """What a non-zero count counts."""
     count: Counter
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
 
 RULES = (
@@ -55,6 +56,14 @@ RULES = (
         "processed pages without chunks",
         lambda conn, pages, _: store_checks.processed_pages_without_chunks(conn, pages),
     ),
+    KnowledgeRule(
+        "no_quarantined_pages",
+        "No page of the tenant is quarantined: a page that failed alone `retries.PAGE_ATTEMPTS` times waits"
+        " for `pilito-pipeline retry-pages --tenant T` (its reason: `pilito-pipeline status`).",
+        "quarantined pages",
+        lambda conn, pages, embedder: store_checks.quarantined_pages(conn, pages, embedder.model_name),
+        dg.AssetCheckSeverity.WARN,
+    ),
 )
 
 
@@ -69,7 +78,7 @@ def evaluate_rules(
             yield dg.AssetCheckResult(
                 check_name=rule.name,
                 passed=total == 0,
-                severity=dg.AssetCheckSeverity.ERROR,
+                severity=rule.severity,
                 description=f"{total} {rule.found}" if total else None,
                 metadata={
                     "count": total,
