@@ -51,7 +51,9 @@ REGISTRATION_BATCH = 50
 
 
 def crawl_run_tags(tenant_id: str) -> dict[str, str]:
-    return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id}
+    """A crawl run. Dagster never re-executes it: a crawl run that died has its crawl requested
+    again by `dead_run_sensor` (a new run key), and a Dagster run retry as well would crawl twice."""
+    return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id, MAX_RETRIES_TAG: "0"}
 
 
 def page_run_tags(tenant_id: str, first: tuple[str, int], last: tuple[str, int]) -> dict[str, str]:

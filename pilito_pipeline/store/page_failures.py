@@ -1,7 +1,7 @@
 """Pages that failed alone: retried with backoff, then quarantined until an operator releases them.
 
-A page run isolates its pages: one whose chunking raises, whose texts the embedding provider
-refuses, or whose chunks cannot be stored is recorded here with its reason, and the run stores the
+A page run isolates its pages: one whose chunking raises or whose texts the embedding provider
+refuses is recorded here with its reason, and the run stores the
 others. A failure counts for the text (`content_hash`) and embedding model the page failed with;
 new text or another model makes the page worth a fresh try at once. After attempt n the page waits
 `first_delay * 2**(n-1)` seconds; the `max_attempts`-th failure quarantines it: the pages sensor

@@ -1,5 +1,5 @@
 -- Pages whose page run failed for them alone (chunking raised, the embedding provider refused their
--- texts, their chunks could not be stored): one row per page, for the text and model it failed with
+-- texts): one row per page, for the text and model it failed with
 -- (store/page_failures.py). The pages sensor leaves a page alone until `retry_at`; after the last
 -- attempt `quarantined_at` is set and it waits for `pilito-pipeline retry-pages`. A page stored
 -- successfully loses its row in the same transaction; new text or a new model makes the row moot.
