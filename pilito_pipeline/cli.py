@@ -79,7 +79,7 @@ def cmd_add_manual(args: argparse.Namespace) -> int:
     from pilito_pipeline.store.db import connect
 
     text = Path(args.file).read_text(encoding="utf-8") if args.file != "-" else sys.stdin.read()
-    with connect(_database_url()) as conn:
+    with connect(_database_url(), autocommit=True) as conn:  # the write is one transaction; embedding holds none
         stats = ingest_manual(conn, _provider(), args.tenant, args.title, text)
     print(f"manual '{args.title}' stored for {args.tenant}: {stats}")
     return 0
@@ -89,7 +89,7 @@ def cmd_add_faq(args: argparse.Namespace) -> int:
     from pilito_pipeline.ingest import ingest_faq
     from pilito_pipeline.store.db import connect
 
-    with connect(_database_url()) as conn:
+    with connect(_database_url(), autocommit=True) as conn:  # the write is one transaction; embedding holds none
         stats = ingest_faq(conn, _provider(), args.tenant, args.question, args.answer)
     print(f"FAQ entry stored for {args.tenant}: {stats}")
     return 0

@@ -18,7 +18,14 @@ pages_partitions = dg.DynamicPartitionsDefinition(name="pages")
 TENANT_TAG = "pilito/tenant"
 """Every crawl and page run carries its tenant."""
 RUN_KIND_TAG = "pilito/run_kind"
-"""`crawl` or `pages`: dagster.yaml caps crawls so page runs always have a slot."""
+"""`crawl`, `pages` or `maintenance` (entry embeddings, ANN index builds, the audit): dagster.yaml
+caps each kind so that the others always have a slot."""
+MAINTENANCE_TAG = "pilito/maintenance"
+"""Which maintenance a `maintenance` run does (`entries`, `ann_indexes`, `audit`)."""
+
+
+def maintenance_run_tags(what: str) -> dict[str, str]:
+    return {RUN_KIND_TAG: "maintenance", MAINTENANCE_TAG: what}
 TENANT_CRAWL_TAG = "pilito/tenant_crawl"
 TENANT_PAGES_TAG = "pilito/tenant_pages"
 """Per-tenant limits (applyLimitPerUniqueValue) apply to crawls and page runs separately, so a
