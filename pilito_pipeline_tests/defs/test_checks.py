@@ -14,7 +14,7 @@ from pilito_pipeline.defs.checks import (
     knowledge_base,
     knowledge_run_checks,
 )
-from pilito_pipeline.defs.io_managers import PageValuesIOManager
+from pilito_pipeline.defs.io_managers import run_values_io_manager
 from pilito_pipeline.defs.page_assets import chunk_embeddings
 from pilito_pipeline.defs.partitions import (
     PARTITION_RANGE_END_TAG,
@@ -58,7 +58,7 @@ def run_checks(instance: dg.DagsterInstance, database_url: str, keys: list[str])
         selection=dg.AssetSelection.checks(knowledge_run_checks),
         instance=instance,
         resources={"database": database, "embedder": EMBEDDER,
-                   "page_values_io_manager": PageValuesIOManager(database=database)},
+                   "page_values_io_manager": run_values_io_manager},
         tags={PARTITION_RANGE_START_TAG: keys[0], PARTITION_RANGE_END_TAG: keys[-1]},
         raise_on_error=False,
     )

@@ -16,7 +16,7 @@ import pytest
 from pilito_pipeline import retries
 from pilito_pipeline.cli import main as cli_main
 from pilito_pipeline.defs.checks import knowledge_run_checks
-from pilito_pipeline.defs.io_managers import PageValuesIOManager
+from pilito_pipeline.defs.io_managers import run_values_io_manager
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import register_page_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
@@ -48,7 +48,7 @@ def page_resources(database_url: str, embedding_server: EmbeddingServer) -> dict
     database = DatabaseResource(database_url=database_url)
     return {
         "database": database,
-        "page_values_io_manager": PageValuesIOManager(database=database),
+        "page_values_io_manager": run_values_io_manager,
         "embedder": EmbeddingResource(provider="openai", model=MODEL, dimension=384,
                                       openai_api_key="sk-test", openai_base_url=embedding_server.url),
     }

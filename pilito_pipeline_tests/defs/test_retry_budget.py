@@ -16,7 +16,9 @@ from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_ret
 
 from pilito_pipeline import retries
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
-from pilito_pipeline.defs.partitions import crawl_run_tags, page_run_tags, pages_partitions
+from pilito_pipeline.defs.partitions import (
+    RUN_KIND_TAG, TENANT_PAGES_TAG, crawl_run_tags, page_run_tags, pages_partitions,
+)
 from pilito_pipeline.defs.resources import EmbeddingResource
 from pilito_pipeline.embed import EmbeddingRequestError, ProviderUnavailable
 from pilito_pipeline.embed.openai_provider import OpenAIProvider
@@ -89,7 +91,8 @@ def run_page(instance: dg.DagsterInstance, resources: dict[str, Any], server: Em
     embedder = EmbeddingResource(provider="openai", model="text-embedding-3-small", dimension=384,
                                  openai_api_key="sk-test", openai_base_url=server.url)
     result = dg.materialize([page_chunks, chunk_embeddings], partition_key=key, instance=instance,
-                            resources={**resources, "embedder": embedder}, raise_on_error=False)
+                            resources={**resources, "embedder": embedder}, raise_on_error=False,
+                            tags={RUN_KIND_TAG: "pages", TENANT_PAGES_TAG: "shop"})  # a page run of the tenant
     return result.success
 
 
@@ -132,3 +135,20 @@ def test_a_dead_crawl_or_page_run_is_never_re_executed_by_dagster(database_url: 
             run = create_run_for_test(instance, job_name="__ASSET_JOB", tags=run_tags, status=dg.DagsterRunStatus.STARTED)
             instance.report_run_failed(run, "The run worker is gone")  # as dead_run_sensor reports it
             assert should_retry(instance.get_run_by_id(run.run_id), instance) is retried
+
+
+@pytest.mark.slow  # the step's retry policy waits ~10 s
+def test_a_retried_embedding_step_still_has_its_chunks_and_nothing_of_the_page_is_stored_beside_it(
+    database_url: str, instance: dg.DagsterInstance, resources: dict[str, Any], embedding_server: EmbeddingServer
+) -> None:
+    """page_chunks hands its values over in the run's memory (no pickled copy of every page kept in
+    the database for good, as `asset_values` did): a retried step still gets them."""
+    key = one_page(database_url, instance)
+    embedding_server.fail_next(*[Failure(503, {"Retry-After-Ms": "10"})] * retries.PROVIDER_ATTEMPTS_PER_REQUEST)
+
+    assert run_page(instance, resources, embedding_server, key)
+
+    assert len(embedding_server.authorizations) == retries.PROVIDER_ATTEMPTS_PER_REQUEST + 1
+    with connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) AS n FROM tenant_knowledge WHERE source_id = %s", (key,)).fetchone()["n"] > 0
+        assert conn.execute("SELECT to_regclass('asset_values') AS t").fetchone()["t"] is None
