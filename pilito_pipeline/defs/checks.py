@@ -13,7 +13,7 @@ import dagster as dg
 import psycopg
 
 from pilito_pipeline.defs.page_assets import chunk_embeddings
-from pilito_pipeline.defs.partitions import pages_partitions
+from pilito_pipeline.defs.partitions import maintenance_run_tags, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.store import checks as store_checks
 
@@ -129,6 +129,7 @@ def knowledge_audit(database: DatabaseResource, embedder: EmbeddingResource) -> 
 knowledge_audit_job = dg.define_asset_job(
     "knowledge_audit_job",
     selection=dg.AssetSelection.checks(knowledge_audit),
+    tags=maintenance_run_tags("audit"),
     description="Full-table audit of the knowledge base (every tenant); page runs check only their pages.",
 )
 

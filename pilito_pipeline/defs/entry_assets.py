@@ -14,7 +14,7 @@ import time
 
 import dagster as dg
 
-from pilito_pipeline.defs.partitions import maintenance_run_tags
+from pilito_pipeline.defs.partitions import maintenance_run_tags, refuse_unless_maintenance_run
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import ACTIVE_STATUSES
 from pilito_pipeline.ingest import reembed_entries, stale_entries
@@ -26,7 +26,9 @@ ENTRY_RUN_TAGS = maintenance_run_tags("entries")
 def entry_embeddings(
     context: dg.AssetExecutionContext, database: DatabaseResource, embedder: EmbeddingResource
 ) -> dg.MaterializeResult:
-    """Manual and FAQ chunks embedded by the configured model."""
+    """Manual and FAQ chunks embedded by the configured model (in `entry_embeddings_job`)."""
+    refuse_unless_maintenance_run(context.run.tags, "entry_embeddings_job")
+
     provider = embedder.get_provider()
     chunks = 0
     done: set[tuple[str, str, str]] = set()
@@ -50,8 +52,14 @@ def entry_embeddings(
     )
 
 
+entry_embeddings_job = dg.define_asset_job(
+    "entry_embeddings_job", selection=[entry_embeddings], tags=ENTRY_RUN_TAGS,
+    description="Re-embed manual and FAQ entries, under the maintenance queue limit.",
+)
+
+
 @dg.sensor(
-    asset_selection=[entry_embeddings],
+    job=entry_embeddings_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Re-embed manual and FAQ entries whose chunks are not of the configured embedding model.",

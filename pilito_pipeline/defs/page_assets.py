@@ -1,8 +1,9 @@
 """Page assets over the `pages` partitions: chunks → embeddings.
 
-Runs cover a contiguous range of up to MAX_PAGES_PER_RUN page keys of one tenant (sensors.py; a UI
-backfill's runs, split the same way by `BackfillPolicy.multi_run`, hand their embedding over to
-such runs) and every asset handles the whole range at once:
+Runs cover a contiguous range of up to MAX_PAGES_PER_RUN page keys of one tenant (sensors.py; any
+other run of these assets, a UI materialization or a backfill's run, hands its pages over to such
+runs, so every page is processed under the per-tenant limits and range rules) and every asset
+handles the whole range at once:
 one model load, one batched embedding pass and one database transaction per run instead of one run
 per page. Values are dicts keyed by page key.
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from pilito_pipeline.defs.partitions import BACKFILL_TAG, MAX_PAGES_PER_RUN, pages_partitions
+from pilito_pipeline.defs.partitions import BACKFILL_TAG, MAX_PAGES_PER_RUN, is_tenant_page_run, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.embed import ProviderMisconfigured, embed_groups
 from pilito_pipeline.ingest import knowledge_rows
@@ -63,7 +64,7 @@ def page_chunks(
     The embedding model starts loading meanwhile (seconds), for `chunk_embeddings` next (not in a
     UI backfill's run: its `chunk_embeddings` hands the embedding over to the tenants' runs).
     """
-    if BACKFILL_TAG in context.run.tags:  # its pages go to their tenants' runs (hand_over_backfill)
+    if not is_tenant_page_run(context.run.tags):  # its pages go to their tenants' runs (hand_over_pages)
         context.add_output_metadata({"pages": 0, "processed_by": "the tenants' page runs"})
         return {}
     embedder.start_loading()
@@ -161,10 +162,11 @@ def chunk_embeddings(
     hold exactly its current chunks and marks it processed for the text and model they came from,
     so page state never runs ahead of (or behind) the data. Nothing loads this asset's value
     (retrieval reads the table), so it has no IO manager; ANN indexes are `tenant_ann_indexes`'.
-    A UI backfill's run hands its pages over to the tenants' own runs (`hand_over_backfill`).
+    Any other run (a UI materialization or backfill) hands its pages over to the tenants' own runs
+    (`hand_over_pages`).
     """
-    if BACKFILL_TAG in context.run.tags:
-        return hand_over_backfill(context, database, embedder.model_name, list(context.partition_keys))
+    if not is_tenant_page_run(context.run.tags):
+        return hand_over_pages(context, database, embedder.model_name, list(context.partition_keys))
     started = time.perf_counter()
     provider = embedder.get_provider()
     knowledge = {
@@ -225,15 +227,17 @@ HANDOVER_POLL_SECONDS = 5.0
 """How often a UI backfill's run looks whether the tenants' runs have processed its pages."""
 
 
-def hand_over_backfill(
+def hand_over_pages(
     context: dg.AssetExecutionContext, database: DatabaseResource, embedding_model: str, keys: list[str]
 ) -> dg.MaterializeResult:
-    """A UI backfill's run covers up to 200 pages in partition order, of any tenants, without their
-    tags: embedding them itself would bypass the per-tenant limits and could take pages a tenant's
-    run has. Its pages are made pending again instead; the pages sensor gives them tenant-tagged runs
-    of at most 200 pages, fairly and each page in one run, and this run waits until they are all
-    processed (unchanged texts reuse their embeddings; the chunks stay searchable meanwhile). Then
-    the partitions are materialized, so the backfill completes. Pages that cannot be processed (no
+    """A run of the page assets not launched by the pages sensor (a partition materialized from the
+    UI, a UI backfill's run of up to 200 pages in partition order, of any tenants) carries no tenant
+    tags: embedding its pages itself would bypass the per-tenant limits and could take pages a
+    tenant's run has. Its pages are made pending again instead; the pages sensor gives them
+    tenant-tagged runs of at most 200 pages, fairly and each page in one run (unchanged texts reuse
+    their embeddings; the chunks stay searchable meanwhile). A single run returns at once (it holds
+    no run slot meanwhile); a backfill's run (one at a time, dagster.yaml) waits until they are all
+    processed, then the partitions are materialized, so the backfill completes when its work is done. Pages that cannot be processed (no
     text any more) are not waited for, nor are quarantined ones (a page failing alone is
     quarantined within minutes, `retries.PAGE_ATTEMPTS`); a tenant run that keeps failing fails this
     run at its `dagster/max_runtime`."""
@@ -242,10 +246,11 @@ def hand_over_backfill(
         handed = request_reprocessing(conn, keys)
         conn.commit()
     context.log.info(
-        f"UI backfill: {sum(handed.values())} of {len(keys)} pages handed to their tenants' page runs"
-        f" ({', '.join(f'{tenant}: {n}' for tenant, n in sorted(handed.items()))}); waiting for them"
+        f"{sum(handed.values())} of {len(keys)} pages handed to their tenants' page runs"
+        f" ({', '.join(f'{tenant}: {n}' for tenant, n in sorted(handed.items()))})"
+        + ("; waiting for them" if BACKFILL_TAG in context.run.tags else "")
     )
-    while True:
+    while BACKFILL_TAG in context.run.tags:
         with database.connect() as conn:
             left = count_pending(conn, keys, embedding_model)
         if not left:
