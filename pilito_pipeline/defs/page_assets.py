@@ -61,8 +61,9 @@ def page_chunks(
 
     Reading the document is part of this asset, not one of its own: Dagster records every asset of
     a range run once per page, so an extra asset costs every page run an event per page.
-    The embedding model starts loading meanwhile (seconds), for `chunk_embeddings` next (not in a
-    UI backfill's run: its `chunk_embeddings` hands the embedding over to the tenants' runs).
+    The embedding model starts loading meanwhile (seconds), for `chunk_embeddings` next. A run the
+    pages sensor did not launch (a UI materialization or backfill) chunks nothing: its
+    `chunk_embeddings` hands the pages over to the tenants' runs.
     """
     if not is_tenant_page_run(context.run.tags):  # its pages go to their tenants' runs (hand_over_pages)
         context.add_output_metadata({"pages": 0, "processed_by": "the tenants' page runs"})
@@ -263,7 +264,7 @@ def hand_over_pages(
     return dg.MaterializeResult(
         metadata={
             "pages_handed_over": sum(handed.values()),
-            "pages_quarantined": len(quarantined),
+            "quarantined_pages_not_waited_for": len(quarantined),
             "tenants": ", ".join(sorted(handed)),
             "processed_by": "the tenants' page runs",
             "seconds": round(time.perf_counter() - started, 3),

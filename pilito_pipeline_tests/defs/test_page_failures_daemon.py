@@ -98,7 +98,7 @@ def test_a_refused_page_is_quarantined_and_its_tenant_keeps_flowing(tmp_path: Pa
                 e.asset_materialization.metadata for r in backfill_runs for e in stack.instance.all_logs(
                     r.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
                 if e.asset_materialization.asset_key == dg.AssetKey("chunk_embeddings")]
-            assert sum(m["pages_quarantined"].value for m in handed) == 1
+            assert sum(m["quarantined_pages_not_waited_for"].value for m in handed) == 1
 
             # Released once the provider takes it: processed by the next page run.
             provider.refuse_inputs_containing = ""
