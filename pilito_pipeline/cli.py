@@ -42,12 +42,29 @@ def cmd_register_website(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from pilito_pipeline.embed import configured_model_name
     from pilito_pipeline.status import render_status
     from pilito_pipeline.store.db import connect
     from pilito_pipeline.store.site_status import site_statuses
 
     with connect(_database_url()) as conn:
-        print(render_status(site_statuses(conn, args.tenant)))
+        print(render_status(site_statuses(conn, args.tenant, embedding_model=configured_model_name(get_settings()))))
+    return 0
+
+
+def cmd_retry_pages(args: argparse.Namespace) -> int:
+    from pilito_pipeline.store.db import transaction
+    from pilito_pipeline.store.page_failures import release_pages
+    from pilito_pipeline.store.tenants import check_tenant_id
+
+    check_tenant_id(args.tenant)
+    with transaction(_database_url()) as conn:
+        released = release_pages(conn, args.tenant)
+    if not released:
+        print(f"tenant {args.tenant} has no quarantined or failing pages")
+        return 0
+    print(f"{len(released)} pages of tenant {args.tenant} released: the pages sensor gives them a page run"
+          f" within seconds ({', '.join(released[:10])}{', ...' if len(released) > 10 else ''})")
     return 0
 
 
@@ -62,7 +79,7 @@ def cmd_add_manual(args: argparse.Namespace) -> int:
     from pilito_pipeline.store.db import connect
 
     text = Path(args.file).read_text(encoding="utf-8") if args.file != "-" else sys.stdin.read()
-    with connect(_database_url()) as conn:
+    with connect(_database_url(), autocommit=True) as conn:  # the write is one transaction; embedding holds none
         stats = ingest_manual(conn, _provider(), args.tenant, args.title, text)
     print(f"manual '{args.title}' stored for {args.tenant}: {stats}")
     return 0
@@ -72,7 +89,7 @@ def cmd_add_faq(args: argparse.Namespace) -> int:
     from pilito_pipeline.ingest import ingest_faq
     from pilito_pipeline.store.db import connect
 
-    with connect(_database_url()) as conn:
+    with connect(_database_url(), autocommit=True) as conn:  # the write is one transaction; embedding holds none
         stats = ingest_faq(conn, _provider(), args.tenant, args.question, args.answer)
     print(f"FAQ entry stored for {args.tenant}: {stats}")
     return 0
@@ -192,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="crawl status of websites")
     p.add_argument("--tenant")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("retry-pages", help="release a tenant's quarantined (and backing-off) pages for a new page run")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(func=cmd_retry_pages)
 
     p = sub.add_parser("add-manual", help="add or replace a tenant's manual text (chunk type 'manual')")
     p.add_argument("--tenant", required=True)

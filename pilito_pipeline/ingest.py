@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import psycopg
 
 from pilito_pipeline.embed import EmbeddingProvider, embed_rows
 from pilito_pipeline.settings import get_settings
-from pilito_pipeline.store.knowledge import KnowledgeRow, SourceKey, UpsertStats, load_sources, upsert_sources
+from pilito_pipeline.store.knowledge import (
+    KnowledgeRow, SourceKey, UpsertStats, load_sources, lock_sources, upsert_sources,
+)
 from pilito_pipeline.store.tenants import check_tenant_id
 from pilito_pipeline.text import Chunk, chunk_faq, chunk_manual_text, tokenize
 
@@ -113,12 +116,42 @@ def stale_entries(conn: psycopg.Connection, embedding_model: str, limit: int = 2
     return [(r["tenant_id"], r["chunk_type"], r["source_id"]) for r in rows]
 
 
-def reembed_entries(conn: psycopg.Connection, provider: EmbeddingProvider, keys: Sequence[SourceKey]) -> int:
-    """Re-embed the stored chunks of these manual/FAQ entries with `provider`; returns the chunks
-    written. Website pages are re-embedded by their page runs; these have no crawl to redo."""
-    written = 0
+def _entry_version(rows: Sequence[KnowledgeRow]) -> list[tuple[int, str]]:
+    """What an entry says, chunk by chunk (embeddings aside)."""
+    return [(row.chunk_index, row.content_hash) for row in rows]
+
+
+@dataclass(frozen=True)
+class Reembedded:
+    chunks: int
+    """Chunks written."""
+    entries: list[SourceKey]
+    """Entries re-embedded (or found already embedded as they are)."""
+    changed: list[SourceKey]
+    """Entries edited while they were being embedded: left as the edit wrote them."""
+
+
+def reembed_entries(conn: psycopg.Connection, provider: EmbeddingProvider, keys: Sequence[SourceKey]) -> Reembedded:
+    """Re-embed the stored chunks of these manual/FAQ entries with `provider`. Website pages are
+    re-embedded by their page runs; these have no crawl to redo.
+
+    Each entry is written back only if it still says what was read (compare-and-set under its source
+    lock, in the write's transaction): an entry edited meanwhile (`add-faq`, `add-manual`) keeps the
+    edit, which its writer embedded itself. Use an autocommit connection: the embedding pass then
+    holds no transaction open.
+    """
+    written, done, changed = 0, [], []
     for key, rows in load_sources(conn, keys).items():
-        if rows and key[1] in ENTRY_TYPES:
-            stats = _embed_and_store(conn, provider, rows)
-            written += stats.inserted + stats.updated
-    return written
+        if not rows or key[1] not in ENTRY_TYPES:
+            continue
+        read = _entry_version(rows)
+        embed_rows(rows, provider, reuse_from=conn, tldr=get_settings().embed_tldr)
+        with conn.transaction():
+            lock_sources(conn, [key])
+            if _entry_version(load_sources(conn, [key])[key]) != read:
+                changed.append(key)
+                continue
+            stats = upsert_sources(conn, {key: rows})
+        written += stats.inserted + stats.updated
+        done.append(key)
+    return Reembedded(written, done, changed)

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 CRAWL_ASSET = dg.AssetKey("website_crawl")
+CHUNKS_ASSET = dg.AssetKey("page_chunks")
 EMBEDDINGS_ASSET = dg.AssetKey("chunk_embeddings")
 UPSERT_ACTIONS = ("inserted", "updated", "unchanged", "deleted")
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -46,9 +47,9 @@ class IngestionCollector(Collector):
     def __init__(self, instance: dg.DagsterInstance) -> None:
         self.instance = instance
         self._lock = threading.Lock()
-        self._cursors: dict[dg.AssetKey, str | None] = {CRAWL_ASSET: None, EMBEDDINGS_ASSET: None}
+        self._cursors: dict[dg.AssetKey, str | None] = {CRAWL_ASSET: None, CHUNKS_ASSET: None, EMBEDDINGS_ASSET: None}
         self._counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
-        self._embedding_runs: set[str] = set()
+        self._page_runs: set[tuple[dg.AssetKey, str]] = set()
         self._finished_runs: set[str] = set()
         self._runs_since: datetime | None = None
         self._durations: dict[tuple[str, str], list[float]] = {}
@@ -63,9 +64,11 @@ class IngestionCollector(Collector):
                 metadata = {name: value.value for name, value in record.asset_materialization.metadata.items()}
                 if key == CRAWL_ASSET:
                     self._count_crawl(metadata)
-                elif record.run_id not in self._embedding_runs:  # one event per page, same run metadata
-                    self._embedding_runs.add(record.run_id)
-                    self._count_page_run(metadata)
+                elif (key, record.run_id) not in self._page_runs:  # one event per page, same run metadata
+                    self._page_runs.add((key, record.run_id))
+                    self._count_page_failures(metadata)
+                    if key == EMBEDDINGS_ASSET:
+                        self._count_page_run(metadata)
             self._cursors[key] = result.cursor
             if not result.has_more:
                 return
@@ -74,6 +77,12 @@ class IngestionCollector(Collector):
         for name, value in metadata.items():
             if name.startswith("pages_") and isinstance(value, int) and name != "pages_per_second":
                 self._add("crawl_pages", value, outcome=name.removeprefix("pages_"))
+
+    def _count_page_failures(self, metadata: dict[str, object]) -> None:
+        """Pages that failed alone (chunking in `page_chunks`, a refused embedding in
+        `chunk_embeddings`), and those of them quarantined."""
+        self._add("page_process", int(metadata.get("pages_failed", 0)), status="failed")
+        self._add("pages_quarantined", int(metadata.get("pages_quarantined", 0)))
 
     def _count_page_run(self, metadata: dict[str, object]) -> None:
         self._add("page_process", int(metadata.get("pages", 0)), status="success")
@@ -103,15 +112,18 @@ class IngestionCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            self._catch_up_materializations(CRAWL_ASSET)
-            self._catch_up_materializations(EMBEDDINGS_ASSET)
+            for key in self._cursors:
+                self._catch_up_materializations(key)
             self._catch_up_runs()
             counts = dict(self._counts)
             durations = {key: list(values) for key, values in self._durations.items()}
         families = {
             "crawl": CounterMetricFamily("crawl", "Website crawl runs finished, by run status", labels=["status"]),
             "crawl_pages": CounterMetricFamily("crawl_pages", "Pages crawled, by outcome", labels=["outcome"]),
-            "page_process": CounterMetricFamily("page_process", "Pages chunked and embedded", labels=["status"]),
+            "page_process": CounterMetricFamily(
+                "page_process", "Pages chunked and embedded (success) or failed alone (failed)", labels=["status"]),
+            "pages_quarantined": CounterMetricFamily(
+                "pages_quarantined", "Pages quarantined after their last failed attempt (until retry-pages)"),
             "embeddings_computed": CounterMetricFamily("embeddings_computed", "Embeddings computed by the provider"),
             "embeddings_reused": CounterMetricFamily("embeddings_reused", "Embeddings reused (text and model unchanged)"),
             "chunks_created": CounterMetricFamily("chunks_created", "Knowledge chunks created", labels=["chunk_type"]),

@@ -1,5 +1,5 @@
-"""`pilito-pipeline status`: every website on one screen, one line each, its URL, last error and any
-retirement hold under it."""
+"""`pilito-pipeline status`: every website on one screen, one line each, its URL, last error, its
+quarantined pages and any retirement hold under it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 from pilito_pipeline.store.site_status import SiteStatus
 
-HEADER = ("site", "tenant", "state", "crawl", "pages", "indexed", "pending", "failed", "chunks", "last crawl")
+HEADER = ("site", "tenant", "state", "crawl", "pages", "indexed", "pending", "failed", "quarantined", "chunks",
+          "last crawl")
 
 
 def crawl_column(site: SiteStatus) -> str:
@@ -40,7 +41,7 @@ def render_status(sites: list[SiteStatus], now: datetime | None = None, width: i
         return "no websites registered"
     rows = [HEADER] + [
         (s.partition_key, s.tenant_id, s.status, crawl_column(s), str(s.pages), str(s.indexed),
-         str(s.pending), str(s.failed), str(s.chunks), ago(s.last_crawled_at, now))
+         str(s.pending), str(s.failed), str(s.quarantined), str(s.chunks), ago(s.last_crawled_at, now))
         for s in sites
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
@@ -52,6 +53,11 @@ def render_status(sites: list[SiteStatus], now: datetime | None = None, width: i
             lines.append(f"    {site.url}")
             if site.last_error:
                 lines.append(f"    last error: {' '.join(site.last_error.split())[: width - 16]}")
+            if site.quarantined:
+                lines.append(
+                    f"    quarantined: {site.quarantined} pages, latest {' '.join(site.quarantine_reason.split())}"[: width - 4]
+                )
+                lines.append(f"    (after fixing the cause: pilito-pipeline retry-pages --tenant {site.tenant_id})")
             if site.retirement_hold:
                 lines.append(f"    {site.retirement_hold[: width - 4]}")
     return "\n".join(lines)

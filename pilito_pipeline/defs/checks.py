@@ -13,7 +13,7 @@ import dagster as dg
 import psycopg
 
 from pilito_pipeline.defs.page_assets import chunk_embeddings
-from pilito_pipeline.defs.partitions import pages_partitions
+from pilito_pipeline.defs.partitions import maintenance_run_tags, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.store import checks as store_checks
 
@@ -27,6 +27,7 @@ class KnowledgeRule:
     found: str
     """What a non-zero count counts."""
     count: Counter
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
 
 RULES = (
@@ -55,6 +56,14 @@ RULES = (
         "processed pages without chunks",
         lambda conn, pages, _: store_checks.processed_pages_without_chunks(conn, pages),
     ),
+    KnowledgeRule(
+        "no_quarantined_pages",
+        "No page of the tenant is quarantined: a page that failed alone `retries.PAGE_ATTEMPTS` times waits"
+        " for `pilito-pipeline retry-pages --tenant T` (its reason: `pilito-pipeline status`).",
+        "quarantined pages",
+        lambda conn, pages, embedder: store_checks.quarantined_pages(conn, pages, embedder.model_name),
+        dg.AssetCheckSeverity.WARN,
+    ),
 )
 
 
@@ -69,7 +78,7 @@ def evaluate_rules(
             yield dg.AssetCheckResult(
                 check_name=rule.name,
                 passed=total == 0,
-                severity=dg.AssetCheckSeverity.ERROR,
+                severity=rule.severity,
                 description=f"{total} {rule.found}" if total else None,
                 metadata={
                     "count": total,
@@ -120,6 +129,7 @@ def knowledge_audit(database: DatabaseResource, embedder: EmbeddingResource) -> 
 knowledge_audit_job = dg.define_asset_job(
     "knowledge_audit_job",
     selection=dg.AssetSelection.checks(knowledge_audit),
+    tags=maintenance_run_tags("audit"),
     description="Full-table audit of the knowledge base (every tenant); page runs check only their pages.",
 )
 

@@ -3,8 +3,8 @@
 Fetches the site (crawl/), extracts each HTML page's document (text/), stores pages as they come,
 and registers pages with new text as `pages` partitions in batches, so the pages sensor can launch
 chunk/embedding runs over contiguous key ranges. Pages gone from the site (on evidence, see
-`store.pages.retire_pages`) or now not to be indexed (`withdraw_skipped_pages`) lose their chunks,
-their intermediate values and their partition.
+`store.pages.retire_pages`) or now not to be indexed (`withdraw_skipped_pages`) lose their chunks
+and their partition.
 """
 
 
@@ -23,7 +23,6 @@ from pilito_pipeline.defs.partitions import (
 )
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource
 from pilito_pipeline.store import pages as page_store
-from pilito_pipeline.store.asset_values import delete_partition_values
 from pilito_pipeline.store import websites as website_store
 from pilito_pipeline.store.knowledge import delete_sources
 from pilito_pipeline.text import ExtractionError, document_hash, extract_document
@@ -153,7 +152,6 @@ def website_crawl(
         withdrawn = page_store.withdraw_skipped_pages(conn, website_id)
         removed = [*retirement.retired, *withdrawn]
         deleted_chunks = delete_sources(conn, [(website.tenant_id, "website", key) for key in removed])
-        delete_partition_values(conn, removed)
         website_store.record_retirement_hold(conn, website_id, retirement.held)
         progress = {
             **dict(outcomes), "retired": len(retirement.retired), "withdrawn": len(withdrawn),

@@ -1,8 +1,10 @@
-"""The IO manager of the intermediate page assets: their values in Postgres, stored and loaded.
+"""The IO manager of the intermediate page assets: `page_chunks`' values, kept in the run's memory.
 
-It receives one or many page partitions per run (range runs) as a dict keyed by page key. It only
-stores and loads: `chunk_embeddings` writes the knowledge base and advances page state itself (one
-transaction), and ANN indexes are the `tenant_ann_indexes` asset's job.
+A page run's steps execute in one process (`definitions.py`: the in-process executor), so the chunks
+`page_chunks` makes are handed to `chunk_embeddings` in memory and never written anywhere: `pages`
+holds the one stored copy of a page's document, `tenant_knowledge` its chunks. Each run gets its
+own manager (a fresh one per run's resources), so nothing outlives the run. A step that loads a
+value its run did not make (`chunk_embeddings` materialized alone) gets none: an empty dict.
 """
 
 
@@ -10,23 +12,20 @@ from typing import Any
 
 import dagster as dg
 
-from pilito_pipeline.defs.resources import DatabaseResource
-from pilito_pipeline.store.asset_values import load_values, save_values
 
+class RunValuesIOManager(dg.IOManager):
+    """One run's intermediate values by asset key (each a dict keyed by page key)."""
 
-def _partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
-    return list(context.asset_partition_keys) if context.has_asset_partitions else []
-
-
-class PageValuesIOManager(dg.ConfigurableIOManager):
-    """Pickled per-page values in the `asset_values` table."""
-
-    database: dg.ResourceDependency[DatabaseResource]
+    def __init__(self) -> None:
+        self._values: dict[dg.AssetKey, dict[str, Any]] = {}
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
-        with self.database.connect() as conn:
-            save_values(conn, context.asset_key.to_user_string(), obj)
+        self._values[context.asset_key] = obj
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any]:
-        with self.database.connect() as conn:
-            return load_values(conn, context.asset_key.to_user_string(), _partition_keys(context))
+        return self._values.get(context.asset_key, {})
+
+
+@dg.io_manager(description="page_chunks' values in the run's memory: handed to chunk_embeddings, never stored.")
+def run_values_io_manager() -> RunValuesIOManager:
+    return RunValuesIOManager()

@@ -9,6 +9,7 @@ import time
 
 import dagster as dg
 
+from pilito_pipeline.defs.partitions import maintenance_run_tags, refuse_unless_maintenance_run
 from pilito_pipeline.defs.resources import DatabaseResource
 from pilito_pipeline.store.ann_indexes import ensure_tenant_ann_index, tenants_needing_ann_index
 from pilito_pipeline.store.db import connect
@@ -16,7 +17,8 @@ from pilito_pipeline.store.db import connect
 
 @dg.asset(group_name="maintenance", kinds={"pgvector"})
 def tenant_ann_indexes(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
-    """Per-tenant partial HNSW indexes in line with every tenant's size."""
+    """Per-tenant partial HNSW indexes in line with every tenant's size (in `tenant_ann_indexes_job`)."""
+    refuse_unless_maintenance_run(context.run.tags, "tenant_ann_indexes_job")
     with connect(database.url) as conn:
         tenants = tenants_needing_ann_index(conn, database.ann_index_min_chunks)
     outcome = {}
@@ -33,8 +35,15 @@ def tenant_ann_indexes(context: dg.AssetExecutionContext, database: DatabaseReso
     )
 
 
+ANN_RUN_TAGS = maintenance_run_tags("ann_indexes")
+tenant_ann_indexes_job = dg.define_asset_job(
+    "tenant_ann_indexes_job", selection=[tenant_ann_indexes], tags=ANN_RUN_TAGS,
+    description="Build or drop tenants' ANN indexes, under the maintenance queue limit.",
+)
+
+
 @dg.sensor(
-    asset_selection=[tenant_ann_indexes],
+    job=tenant_ann_indexes_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launch index maintenance when a tenant needs its ANN indexes built, repaired or dropped.",
@@ -45,4 +54,6 @@ def ann_index_sensor(context: dg.SensorEvaluationContext, database: DatabaseReso
     if not tenants:
         return dg.SensorResult(skip_reason="every tenant's ANN indexes match its size")
     window = int(time.time() // 3600)
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"ann:{'+'.join(sorted(tenants))}:{window}")])
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"ann:{'+'.join(sorted(tenants))}:{window}", tags=ANN_RUN_TAGS)]
+    )

@@ -18,7 +18,27 @@ pages_partitions = dg.DynamicPartitionsDefinition(name="pages")
 TENANT_TAG = "pilito/tenant"
 """Every crawl and page run carries its tenant."""
 RUN_KIND_TAG = "pilito/run_kind"
-"""`crawl` or `pages`: dagster.yaml caps crawls so page runs always have a slot."""
+"""`crawl`, `pages` or `maintenance` (entry embeddings, ANN index builds, the audit): dagster.yaml
+caps each kind so that the others always have a slot."""
+MAINTENANCE_TAG = "pilito/maintenance"
+"""Which maintenance a `maintenance` run does (`entries`, `ann_indexes`, `audit`)."""
+
+
+def maintenance_run_tags(what: str) -> dict[str, str]:
+    return {RUN_KIND_TAG: "maintenance", MAINTENANCE_TAG: what}
+
+
+def refuse_unless_maintenance_run(tags: dict[str, str], job_name: str) -> None:
+    """Maintenance work runs only under its queue limit (`pilito/run_kind: maintenance`, one at a
+    time), so it never takes the slot each crawl and page run keeps: a run without the tag (the
+    asset materialized from the catalog) is refused with where to launch it instead."""
+    if tags.get(RUN_KIND_TAG) != "maintenance":
+        raise dg.Failure(
+            description=f"refused: maintenance runs need the tag {RUN_KIND_TAG}=maintenance, so they queue one at"
+            f" a time and leave crawls and page runs their slots. Launch the job `{job_name}` (Jobs in the UI)"
+            f" instead; its sensor launches it by itself when needed.",
+            allow_retries=False,
+        )
 TENANT_CRAWL_TAG = "pilito/tenant_crawl"
 TENANT_PAGES_TAG = "pilito/tenant_pages"
 """Per-tenant limits (applyLimitPerUniqueValue) apply to crawls and page runs separately, so a
@@ -51,7 +71,9 @@ REGISTRATION_BATCH = 50
 
 
 def crawl_run_tags(tenant_id: str) -> dict[str, str]:
-    return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id}
+    """A crawl run. Dagster never re-executes it: a crawl run that died has its crawl requested
+    again by `dead_run_sensor` (a new run key), and a Dagster run retry as well would crawl twice."""
+    return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id, MAX_RETRIES_TAG: "0"}
 
 
 def page_run_tags(tenant_id: str, first: tuple[str, int], last: tuple[str, int]) -> dict[str, str]:
@@ -67,6 +89,12 @@ def page_run_tags(tenant_id: str, first: tuple[str, int], last: tuple[str, int])
         MAX_RETRIES_TAG: "0",
         PRIORITY_TAG: str(PAGE_RUN_PRIORITY),
     }
+
+
+def is_tenant_page_run(tags: dict[str, str]) -> bool:
+    """A page run under the per-tenant rules (the pages sensor's tags): any other run of the page
+    assets (a UI materialization or backfill) hands its pages over to such runs."""
+    return tags.get(RUN_KIND_TAG) == "pages" and TENANT_PAGES_TAG in tags
 
 
 def run_partition_seqs(tags: dict[str, str]) -> tuple[int, int] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-from pilito_pipeline.defs.io_managers import PageValuesIOManager
+from pilito_pipeline.defs.io_managers import run_values_io_manager
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource, env_secret
 from pilito_pipeline.defs.retrieval_resource import RetrievalResource
 from pilito_pipeline.settings import Settings, get_settings
@@ -25,5 +25,5 @@ def resources_from_settings(settings: Settings | None = None) -> dict[str, Any]:
         ),
         "embedder": EmbeddingResource.from_settings(settings),
         "retrieval": RetrievalResource.from_env(settings),
-        "page_values_io_manager": PageValuesIOManager(database=database),
+        "page_values_io_manager": run_values_io_manager,
     }

@@ -11,7 +11,9 @@ next run is queued only once it is full, so the crawl's later batches join it in
 each, and so is every run of a site still being crawled while `PAGE_RUN_SLOTS` page runs already
 wait in the queue. A new site's first run, while its crawl goes on and the queue is not backed up,
 is at most `FIRST_RUN_PAGES`. A failed page run is launched again after `RETRY_DELAY_SECONDS` (at
-once if its worker died): its pages are still pending.
+once if its worker died): its pages are still pending. A page that failed alone in a run that went
+on (store/page_failures.py) is left out of ranges while it backs off or is quarantined, so a range
+stops before it and the tenant's next range starts after it: it never holds its tenant back.
 """
 
 import hashlib

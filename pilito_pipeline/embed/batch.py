@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import psycopg
 
-from pilito_pipeline.embed.errors import EmbeddingRequestError
+from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderMisconfigured
 from pilito_pipeline.embed.provider import EmbeddingProvider
 from pilito_pipeline.store.knowledge import KnowledgeRow, embedding_text, reusable_embeddings, text_digest
 
@@ -45,7 +46,7 @@ def embed_rows(
     if missing:
         vectors = provider.embed(missing)
         if vectors.shape != (len(missing), provider.dimension):
-            raise EmbeddingRequestError(
+            raise ProviderMisconfigured(
                 f"{provider.model_name} returned shape {vectors.shape} for {len(missing)} texts"
                 f" of dimension {provider.dimension}"
             )
@@ -59,3 +60,38 @@ def embed_rows(
         row.tldr_embedding = known[text_digest(row.tldr)] if tldr and row.tldr.strip() else None
     return EmbedCounts(embedded=len(missing), reused=reused_before)
 
+
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+def embed_groups(
+    groups: Mapping[Key, Sequence[KnowledgeRow]], provider: EmbeddingProvider, *,
+    reuse_from: psycopg.Connection | None = None, tldr: bool = True,
+) -> tuple[EmbedCounts, dict[Key, str]]:
+    """`embed_rows` over every group's rows (a group: one page's rows) in one pass, isolating the
+    groups whose texts the provider refuses: when a request is refused, the groups are halved and each
+    half tried again, so a refusal costs the refused group alone about 2·log2(groups) more passes.
+    Returns the counts of the groups embedded and, by group, why the others were refused.
+
+    A provider that refuses everything (`ProviderMisconfigured`) or is unavailable raises: no group
+    is to blame.
+    """
+    refused: dict[Key, str] = {}
+    embedded = reused = 0
+    pending = [list(groups)]
+    while pending:
+        keys = pending.pop()
+        try:
+            counts = embed_rows([row for key in keys for row in groups[key]], provider,
+                                reuse_from=reuse_from, tldr=tldr)
+        except ProviderMisconfigured:
+            raise
+        except EmbeddingRequestError as exc:
+            if len(keys) == 1:
+                refused[keys[0]] = f"embedding request refused: {exc}"
+            else:
+                pending += [keys[len(keys) // 2:], keys[: len(keys) // 2]]
+            continue
+        embedded, reused = embedded + counts.embedded, reused + counts.reused
+    return EmbedCounts(embedded=embedded, reused=reused), refused

@@ -16,3 +16,8 @@ class EmbeddingRequestError(EmbeddingError):
 
     Bad API key, unknown model, input over the model's limit, vectors of the wrong size.
     """
+
+
+class ProviderMisconfigured(EmbeddingRequestError):
+    """The provider refuses every request, whatever the texts: bad API key, no permission, unknown
+    model, vectors of the wrong size. No page is to blame, so none is recorded as failed."""

@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import pybreaker
 
-from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderUnavailable
+from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderMisconfigured, ProviderUnavailable
 from pilito_pipeline.embed.provider import l2_normalised
 from pilito_pipeline.retries import OPENAI_CLIENT_RETRIES
 
@@ -105,11 +105,13 @@ class OpenAIProvider:
                 input=batch, model=self.model_name, dimensions=self._dimensions_param
             )
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise EmbeddingRequestError(
+            raise ProviderMisconfigured(
                 f"OpenAI refused the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
             ) from exc
         except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
             raise ProviderUnavailable(f"OpenAI embeddings unavailable: {_describe(exc)}") from exc
+        except openai.NotFoundError as exc:
+            raise ProviderMisconfigured(f"OpenAI does not know the model: {_describe(exc)}") from exc
         except openai.APIStatusError as exc:
             if exc.status_code in (408, 409) or exc.status_code >= 500:
                 raise ProviderUnavailable(f"OpenAI embeddings unavailable: {_describe(exc)}") from exc
@@ -119,7 +121,7 @@ class OpenAIProvider:
             raise EmbeddingRequestError(f"OpenAI returned {len(data)} embeddings for {len(batch)} inputs")
         vectors = np.asarray([item.embedding for item in data], dtype=np.float32)
         if vectors.shape[1] != self.dimension:
-            raise EmbeddingRequestError(
+            raise ProviderMisconfigured(
                 f"model {self.model_name!r} returned {vectors.shape[1]}-dimensional vectors,"
                 f" expected {self.dimension} (EMBEDDING_DIMENSION)"
             )

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import psycopg
 from psycopg.rows import tuple_row
 
+from pilito_pipeline.store.page_failures import quarantine_counts
+from pilito_pipeline.store.pages import page_tenants
+
 # The scope's pages and chunks: the run's pages and their website chunks, found under their tenants
 # (identity index); or every page and every chunk.
 _RUN_PAGES = "SELECT partition_key, tenant_id FROM pages WHERE partition_key = ANY(%(pages)s)"
@@ -102,3 +105,10 @@ def processed_pages_without_chunks(conn: psycopg.Connection, pages: Sequence[str
         """,
         pages,
     )
+
+
+def quarantined_pages(conn: psycopg.Connection, pages: Sequence[str] | None, embedding_model: str) -> dict[str, int]:
+    """Quarantined pages of the tenants of `pages`, all of each tenant's (a quarantined page is in no
+    page run, so a run reports its tenant's), or of every tenant."""
+    tenants = None if pages is None else set(page_tenants(conn, list(pages)).values())
+    return quarantine_counts(conn, embedding_model, tenants)

@@ -28,6 +28,7 @@ from pgvector import HalfVector
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
+from pilito_pipeline.store.page_failures import clear_page_failures
 from pilito_pipeline.store.pages import mark_pages_processed
 
 SourceKey = tuple[str, str, str]
@@ -380,10 +381,12 @@ class PageVersion:
 def store_pages(conn: psycopg.Connection, pages: Mapping[str, PageVersion], embedding_model: str) -> UpsertStats:
     """Make each page (by partition key) hold exactly its rows and mark it processed for its content
     hash and `embedding_model`, in one transaction: a page's state advances with its chunks or not at
-    all, so a writer killed at any point leaves the page pending and a rerun converges."""
+    all, so a writer killed at any point leaves the page pending and a rerun converges. Their
+    failure records (store/page_failures.py) go in the same transaction."""
     with conn.transaction():
         stats = upsert_sources(conn, {(page.tenant_id, "website", key): page.rows for key, page in pages.items()})
         mark_pages_processed(conn, {key: page.content_hash for key, page in pages.items()}, embedding_model)
+        clear_page_failures(conn, list(pages))
     return stats
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pilito_pipeline.store.page_failures import QUARANTINED, WAITING_OR_QUARANTINED
+
 PAGE_KEY_PATTERN = re.compile(r"p\d+")
 
 
@@ -275,13 +277,17 @@ class PendingKey:
 
 
 _PROCESSABLE = "status IN ('fetched', 'not_modified') AND partition_registered"
+_DUE = f"NOT {WAITING_OR_QUARANTINED}"
+"""Not held back by its last failure (store/page_failures.py): no failure for its current text and
+model, or one whose backoff has expired."""
 _MODEL_DIFFERS = "(processed_model < %(model)s OR processed_model > %(model)s)"
 """Chunks made with another model (a page never processed has no processed_hash either: the text
 test covers it). Written as two ranges so the `pages_processed_model` index answers it."""
 
 
 def has_pending_pages(conn: psycopg.Connection, embedding_model: str) -> bool:
-    """Whether any page needs a run: three index probes (migration 0009), the sensor's idle tick.
+    """Whether any page needs a run now: three index probes (migration 0009), the sensor's idle tick.
+    Pages held back by their failures (backing off, quarantined) do not count.
 
     The ordered scalar subquery makes the planner walk the partial index, which holds pending pages
     only (it cannot estimate the hash comparison, and an EXISTS would scan the table).
@@ -289,9 +295,9 @@ def has_pending_pages(conn: psycopg.Connection, embedding_model: str) -> bool:
     return conn.execute(
         f"""
         SELECT (SELECT 1 FROM pages WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash
-                 ORDER BY tenant_id, partition_seq LIMIT 1) IS NOT NULL
-            OR EXISTS (SELECT FROM pages WHERE {_PROCESSABLE} AND processed_model < %(model)s)
-            OR EXISTS (SELECT FROM pages WHERE {_PROCESSABLE} AND processed_model > %(model)s) AS pending
+                   AND {_DUE} ORDER BY tenant_id, partition_seq LIMIT 1) IS NOT NULL
+            OR EXISTS (SELECT FROM pages WHERE {_PROCESSABLE} AND processed_model < %(model)s AND {_DUE})
+            OR EXISTS (SELECT FROM pages WHERE {_PROCESSABLE} AND processed_model > %(model)s AND {_DUE}) AS pending
         """,
         {"model": embedding_model},
     ).fetchone()["pending"]
@@ -318,7 +324,8 @@ def pending_pages(
     exclude_tenants: Collection[str] = (),
     exclude_ranges: Collection[tuple[str, int, int]] = (),
 ) -> list[PendingKey]:
-    """Pages whose stored chunks are not of their current text and model, chosen fairly.
+    """Pages whose stored chunks are not of their current text and model, chosen fairly; pages held
+    back by their failures (backing off, quarantined) are left out, so they never hold back the rest.
 
     Tenants are taken oldest pending registration first (at most `max_tenants`, leaving out
     `exclude_tenants`), and from each at most `pages_per_tenant` pages in registration order, so one
@@ -335,9 +342,10 @@ def pending_pages(
         f"""
         WITH pending AS (
             SELECT tenant_id, partition_seq FROM pages
-             WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash AND {not_excluded}
+             WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash AND {not_excluded} AND {_DUE}
             UNION ALL
-            SELECT tenant_id, partition_seq FROM pages WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS} AND {not_excluded}
+            SELECT tenant_id, partition_seq FROM pages
+             WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS} AND {not_excluded} AND {_DUE}
         ), tenants AS (
             SELECT tenant_id, min(partition_seq) AS oldest FROM pending
              WHERE tenant_id <> ALL(%(exclude)s)
@@ -348,6 +356,7 @@ def pending_pages(
             SELECT partition_key, tenant_id, partition_seq, content_hash FROM pages
              WHERE tenant_id = t.tenant_id AND {_PROCESSABLE}
                AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS}) AND {not_excluded}
+               AND {_DUE}
              ORDER BY partition_seq LIMIT %(per_tenant)s
         ) p
         ORDER BY t.oldest, p.partition_seq
@@ -375,10 +384,11 @@ def request_reprocessing(conn: psycopg.Connection, partition_keys: list[str]) ->
 
 
 def count_pending(conn: psycopg.Connection, partition_keys: list[str], embedding_model: str) -> int:
-    """How many of these pages still need a page run (new text or another model)."""
+    """How many of these pages still need a page run (new text or another model) and will get one:
+    quarantined pages wait for an operator, not for a run."""
     return conn.execute(
         f"SELECT count(*) AS n FROM pages WHERE partition_key = ANY(%(keys)s) AND {_PROCESSABLE}"
-        f" AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS})",
+        f" AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS}) AND NOT {QUARANTINED}",
         {"keys": partition_keys, "model": embedding_model},
     ).fetchone()["n"]
 

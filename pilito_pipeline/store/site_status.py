@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from pilito_pipeline.store.page_failures import QUARANTINED
+
 
 @dataclass(frozen=True)
 class SiteStatus:
@@ -29,12 +31,17 @@ class SiteStatus:
     """The crawl's error, else the latest page failure."""
     retirement_hold: str | None = None
     """Why the last crawl retired nothing (the mass-deletion guard), until the next crawl confirms."""
+    quarantined: int = 0
+    """Pending pages that failed `retries.PAGE_ATTEMPTS` times: left alone until `retry-pages`."""
+    quarantine_reason: str | None = None
+    """The latest quarantined page and why it failed."""
 
 
-def site_statuses(conn: psycopg.Connection, tenant_id: str | None = None) -> list[SiteStatus]:
+def site_statuses(conn: psycopg.Connection, tenant_id: str | None = None, *, embedding_model: str) -> list[SiteStatus]:
+    """Quarantined pages count for `embedding_model`, the configured one (a failure is of a model)."""
     rows = conn.execute(
-        """
-        SELECT w.id, w.tenant_id, w.url, w.status, w.progress, w.last_crawled_at,
+        f"""
+        SELECT w.id, w.tenant_id, w.url, w.status, w.progress, w.last_crawled_at, q.quarantined, q.reason,
                w.retirement_hold, coalesce(w.last_error, f.failure) AS last_error,
                count(p.id) FILTER (WHERE p.status <> 'gone') AS pages,
                count(p.id) FILTER (WHERE p.processed_hash IS NOT NULL AND p.processed_hash = p.content_hash) AS indexed,
@@ -51,11 +58,18 @@ def site_statuses(conn: psycopg.Connection, tenant_id: str | None = None) -> lis
             WHERE website_id = w.id AND status = 'failed' AND failure_reason IS NOT NULL
             ORDER BY updated_at DESC LIMIT 1
         ) f ON true
+        LEFT JOIN LATERAL (
+            SELECT count(*) AS quarantined,
+                   (array_agg(pages.url || ': ' || pf.reason ORDER BY pf.failed_at DESC))[1] AS reason
+            FROM pages JOIN page_failures pf USING (partition_key)
+            WHERE pages.website_id = w.id AND pages.status IN ('fetched', 'not_modified')
+              AND pages.partition_registered AND {QUARANTINED}
+        ) q ON true
         WHERE %(t)s::text IS NULL OR w.tenant_id = %(t)s
-        GROUP BY w.id, f.failure
+        GROUP BY w.id, f.failure, q.quarantined, q.reason
         ORDER BY w.tenant_id, w.id
         """,
-        {"t": tenant_id},
+        {"t": tenant_id, "model": embedding_model},
     ).fetchall()
     return [
         SiteStatus(
@@ -63,6 +77,7 @@ def site_statuses(conn: psycopg.Connection, tenant_id: str | None = None) -> lis
             progress=r["progress"] or {}, last_crawled_at=r["last_crawled_at"], pages=r["pages"],
             indexed=r["indexed"], pending=r["pending"], failed=r["failed"], chunks=r["chunks"],
             last_error=r["last_error"], retirement_hold=r["retirement_hold"],
+            quarantined=r["quarantined"], quarantine_reason=r["reason"],
         )
         for r in rows
     ]

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg  # noqa: E402
 
-from pilito_pipeline.defs.io_managers import PageValuesIOManager  # noqa: E402
+from pilito_pipeline.defs.io_managers import run_values_io_manager  # noqa: E402
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
             "database": database,
             "crawler": CrawlerResource(rate_limit_seconds=0.0, allowed_hosts=["127.0.0.1"]),
             "embedder": EmbeddingResource(),
-            "page_values_io_manager": PageValuesIOManager(database=database),
+            "page_values_io_manager": run_values_io_manager,
         }
         with dg.instance_for_test() as instance:
             results = {}

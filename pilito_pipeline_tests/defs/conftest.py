@@ -11,7 +11,7 @@ import pytest
 
 from pilito_pipeline.defs.checks import RULES, knowledge_run_checks
 from pilito_pipeline.defs.crawl_assets import website_crawl
-from pilito_pipeline.defs.io_managers import PageValuesIOManager
+from pilito_pipeline.defs.io_managers import run_values_io_manager
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import TENANT_TAG
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource
@@ -44,7 +44,7 @@ def resources(database_url: str) -> dict[str, Any]:
         "database": database,
         "crawler": CrawlerResource(rate_limit_seconds=0.0, allowed_hosts=["127.0.0.1"]),
         "embedder": EmbeddingResource(model="all-MiniLM-L6-v2"),  # fast; these tests are about Dagster, not the model
-        "page_values_io_manager": PageValuesIOManager(database=database),
+        "page_values_io_manager": run_values_io_manager,
     }
 
 

@@ -14,7 +14,7 @@ from pilito_pipeline.defs.checks import (
     knowledge_base,
     knowledge_run_checks,
 )
-from pilito_pipeline.defs.io_managers import PageValuesIOManager
+from pilito_pipeline.defs.io_managers import run_values_io_manager
 from pilito_pipeline.defs.page_assets import chunk_embeddings
 from pilito_pipeline.defs.partitions import (
     PARTITION_RANGE_END_TAG,
@@ -58,7 +58,7 @@ def run_checks(instance: dg.DagsterInstance, database_url: str, keys: list[str])
         selection=dg.AssetSelection.checks(knowledge_run_checks),
         instance=instance,
         resources={"database": database, "embedder": EMBEDDER,
-                   "page_values_io_manager": PageValuesIOManager(database=database)},
+                   "page_values_io_manager": run_values_io_manager},
         tags={PARTITION_RANGE_START_TAG: keys[0], PARTITION_RANGE_END_TAG: keys[-1]},
         raise_on_error=False,
     )
@@ -96,8 +96,9 @@ def test_each_run_check_fails_on_its_drift_in_the_runs_pages(database_url: str, 
         "no_chunks_of_removed_pages": (False, 3),
         "embeddings_match_model": (False, 1),
         "processed_pages_have_chunks": (False, 1),
+        "no_quarantined_pages": (True, 0),  # test_page_failures.py
     }
-    assert all(e.metadata["tenants"].value.startswith("acme: ") for e in evaluations.values())
+    assert all(e.metadata["tenants"].value.startswith("acme: ") for e in evaluations.values() if not e.passed)
     assert all(e.metadata["pages_checked"].value == 5 for e in evaluations.values())
     # A run over the untouched page sees none of it.
     assert all(e.passed for e in run_checks(instance, database_url, keys[4:]).values())
@@ -119,6 +120,7 @@ def test_another_tenants_drift_fails_only_the_audit(database_url: str, instance:
         "no_chunks_of_removed_pages": False,
         "embeddings_match_model": False,
         "processed_pages_have_chunks": True,
+        "no_quarantined_pages": True,
     }
     assert audit["embeddings_match_model"].metadata["tenants"].value == "beta: 4"
     assert audit["no_chunks_of_removed_pages"].metadata["tenants"].value == "beta: 3"

@@ -12,7 +12,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from dagster._core.test_utils import create_run_for_test
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
-from pilito_pipeline.defs.maintenance import ann_index_sensor, tenant_ann_indexes
+from pilito_pipeline.defs.maintenance import ANN_RUN_TAGS, ann_index_sensor, tenant_ann_indexes
 from pilito_pipeline.defs.partitions import (
     BACKFILL_TAG, RUN_KIND_TAG, TENANT_TAG, pages_partitions, websites_partitions,
 )
@@ -56,12 +56,15 @@ def test_website_to_retrievable_chunks_and_rerun_changes_nothing(
     assert table_counts(database_url) == first
     assert instance.get_dynamic_partitions(pages_partitions.name) == pages
 
-    # Forcing the page assets to run again over every page: zero provider calls, no row written.
+    # Forcing the page assets to run again over every page, as the UI sends it (no tenant tags): the
+    # run hands the pages over and ends; the tenant's own page run does the work, under the tenant's
+    # limits: zero provider calls, no row written.
     outcome = dg.materialize(PAGE_ASSETS, instance=instance, resources=resources, tags={
         ASSET_PARTITION_RANGE_START_TAG: pages[0], ASSET_PARTITION_RANGE_END_TAG: pages[-1]})
-    materialization = outcome.asset_materializations_for_node("chunk_embeddings")[0]
-    assert materialization.metadata["embeddings_computed"].value == 0
-    assert materialization.metadata["embeddings_reused"].value > 0
+    handed = outcome.asset_materializations_for_node("chunk_embeddings")[0].metadata
+    assert handed["pages_handed_over"].value == len(pages) and "embeddings_computed" not in handed
+    again = run_sensors_and_runs(instance, resources)
+    assert again["page_runs"] >= 1 and again["embeddings_computed"] == 0 and again["embeddings_reused"] > 0
     assert table_counts(database_url) == first
 
 
@@ -88,7 +91,8 @@ def test_a_tenant_past_the_threshold_gets_its_own_ann_index(
         assert conn.execute("SELECT count(*) AS n FROM tenant_ann_indexes").fetchone()["n"] == 0
     sensor = ann_index_sensor(dg.build_sensor_context(instance=instance, resources={"database": database}))
     assert len(sensor.run_requests) == 1
-    assert dg.materialize([tenant_ann_indexes], instance=instance, resources={"database": database}).success
+    assert dg.materialize([tenant_ann_indexes], instance=instance, resources={"database": database},
+                          tags=ANN_RUN_TAGS).success
     with connect(database_url) as conn:
         registered = conn.execute("SELECT tenant_id FROM tenant_ann_indexes").fetchall()
     assert [row["tenant_id"] for row in registered] == ["big"]

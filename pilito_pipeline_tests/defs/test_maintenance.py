@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pilito_pipeline.defs.maintenance import ann_index_sensor, tenant_ann_indexes
+from pilito_pipeline.defs.maintenance import ANN_RUN_TAGS, ann_index_sensor, tenant_ann_indexes
 from pilito_pipeline.defs.resources import DatabaseResource
 from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.defs.conftest import register, run_sensors_and_runs
@@ -25,7 +25,15 @@ def test_sensor_launches_index_maintenance_only_when_needed(
         return ann_index_sensor(dg.build_sensor_context(instance=instance, resources={"database": database}))
 
     (request,) = evaluate().run_requests
-    outcome = dg.materialize([tenant_ann_indexes], instance=instance, resources={"database": database})
+    assert request.tags == ANN_RUN_TAGS  # the maintenance queue limit's tags
+    # The asset materialized from the catalog (no tags) is refused: it would take a crawl's or page run's slot.
+    refused = dg.materialize([tenant_ann_indexes], instance=instance, resources={"database": database},
+                             raise_on_error=False)
+    assert not refused.success
+    (failure,) = [e for e in refused.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "tenant_ann_indexes_job" in failure.step_failure_data.user_failure_data.description
+    outcome = dg.materialize([tenant_ann_indexes], instance=instance, resources={"database": database},
+                             tags=request.tags)
     assert outcome.success
     with connect(database_url) as conn:
         assert [r["tenant_id"] for r in conn.execute("SELECT tenant_id FROM tenant_ann_indexes")] == ["acme"]

@@ -269,3 +269,16 @@ def test_page_run_slots_are_the_run_queues() -> None:
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": RUN_KIND_TAG, "value": "pages", "limit": PAGE_RUN_SLOTS} in limits
+
+
+def test_each_kind_of_run_keeps_a_slot_whatever_the_others_hold() -> None:
+    """Crawls and page runs each keep a slot while every other limited kind (the other of the two,
+    maintenance runs, a UI backfill's waiting run) holds all it may: no unlimited kind is left."""
+    runs = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]
+    caps = {(limit["key"], limit.get("value")): limit["limit"] for limit in runs["tag_concurrency_limits"]
+            if not isinstance(limit.get("value"), dict)}
+    assert set(caps) == {(RUN_KIND_TAG, "crawl"), (RUN_KIND_TAG, "pages"), (RUN_KIND_TAG, "maintenance"),
+                         (BACKFILL_TAG, None)}
+    for kind in ("crawl", "pages"):
+        others = sum(cap for key, cap in caps.items() if key != (RUN_KIND_TAG, kind))
+        assert runs["max_concurrent_runs"] - others >= 1, kind

@@ -315,13 +315,12 @@ def test_pages_that_turn_noindex_duplicate_non_html_or_unextractable_lose_their_
     with connect(database_url) as conn:
         left = conn.execute(
             "SELECT (SELECT count(*) FROM tenant_knowledge WHERE source_id = ANY(%(k)s)) AS chunks,"
-            " (SELECT count(*) FROM asset_values WHERE partition_key = ANY(%(k)s)) AS asset_values,"
             " (SELECT count(*) FROM pages WHERE partition_key = ANY(%(k)s) AND status = 'skipped'"
             "   AND document IS NULL AND processed_hash IS NULL AND NOT partition_registered) AS withdrawn",
             {"k": removed},
         ).fetchone()
         assert count_chunks_without_live_page(conn) == 0
-    assert left == {"chunks": 0, "asset_values": 0, "withdrawn": 4}
+    assert left == {"chunks": 0, "withdrawn": 4}
     assert knowledge_counts(database_url)[1] == 5
     assert not set(removed) & set(instance.get_dynamic_partitions(pages_partitions.name))
 

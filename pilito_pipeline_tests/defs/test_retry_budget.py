@@ -11,10 +11,14 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
+from dagster._core.test_utils import create_run_for_test
+from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
 
 from pilito_pipeline import retries
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
-from pilito_pipeline.defs.partitions import pages_partitions
+from pilito_pipeline.defs.partitions import (
+    RUN_KIND_TAG, TENANT_PAGES_TAG, crawl_run_tags, page_run_tags, pages_partitions,
+)
 from pilito_pipeline.defs.resources import EmbeddingResource
 from pilito_pipeline.embed import EmbeddingRequestError, ProviderUnavailable
 from pilito_pipeline.embed.openai_provider import OpenAIProvider
@@ -87,7 +91,8 @@ def run_page(instance: dg.DagsterInstance, resources: dict[str, Any], server: Em
     embedder = EmbeddingResource(provider="openai", model="text-embedding-3-small", dimension=384,
                                  openai_api_key="sk-test", openai_base_url=server.url)
     result = dg.materialize([page_chunks, chunk_embeddings], partition_key=key, instance=instance,
-                            resources={**resources, "embedder": embedder}, raise_on_error=False)
+                            resources={**resources, "embedder": embedder}, raise_on_error=False,
+                            tags={RUN_KIND_TAG: "pages", TENANT_PAGES_TAG: "shop"})  # a page run of the tenant
     return result.success
 
 
@@ -117,3 +122,33 @@ def test_a_refused_request_fails_the_page_run_after_one_call(
     assert not run_page(instance, resources, embedding_server, key)
 
     assert len(embedding_server.authorizations) == 1  # no client retry, no step retry
+
+
+@pytest.mark.parametrize("kind", ["crawl", "pages"])
+def test_a_dead_crawl_or_page_run_is_never_re_executed_by_dagster(database_url: str, kind: str) -> None:
+    """A dead run is relaunched by our sensors alone (dead_run_sensor renews the crawl request; the
+    pages sensor relaunches the pages): a Dagster run retry as well would run the work twice."""
+    run_retries = yaml.safe_load(DAGSTER_YAML.read_text())["run_retries"]
+    tags = crawl_run_tags("shop") if kind == "crawl" else page_run_tags("shop", ("p1", 1), ("p2", 2))
+    with dg.instance_for_test(overrides={"run_retries": run_retries}) as instance:
+        for run_tags, retried in ((tags, False), ({}, True)):  # untagged: what Dagster would do
+            run = create_run_for_test(instance, job_name="__ASSET_JOB", tags=run_tags, status=dg.DagsterRunStatus.STARTED)
+            instance.report_run_failed(run, "The run worker is gone")  # as dead_run_sensor reports it
+            assert should_retry(instance.get_run_by_id(run.run_id), instance) is retried
+
+
+@pytest.mark.slow  # the step's retry policy waits ~10 s
+def test_a_retried_embedding_step_still_has_its_chunks_and_nothing_of_the_page_is_stored_beside_it(
+    database_url: str, instance: dg.DagsterInstance, resources: dict[str, Any], embedding_server: EmbeddingServer
+) -> None:
+    """page_chunks hands its values over in the run's memory (no pickled copy of every page kept in
+    the database for good, as `asset_values` did): a retried step still gets them."""
+    key = one_page(database_url, instance)
+    embedding_server.fail_next(*[Failure(503, {"Retry-After-Ms": "10"})] * retries.PROVIDER_ATTEMPTS_PER_REQUEST)
+
+    assert run_page(instance, resources, embedding_server, key)
+
+    assert len(embedding_server.authorizations) == retries.PROVIDER_ATTEMPTS_PER_REQUEST + 1
+    with connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) AS n FROM tenant_knowledge WHERE source_id = %s", (key,)).fetchone()["n"] > 0
+        assert conn.execute("SELECT to_regclass('asset_values') AS t").fetchone()["t"] is None

@@ -2,7 +2,8 @@
 
 Vectors are a deterministic function of the text (so tests can compare them), requests are
 recorded, and `fail_next` queues the next answers: a `Failure` (status, headers, message, delay)
-or None for a normal answer.
+or None for a normal answer. A request with an input containing `refuse_inputs_containing` is
+refused with 400, as the API refuses an input it cannot take.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class EmbeddingServer:
     failures: deque[Failure | None] = field(default_factory=deque)
     always_fail: Failure | None = None
     dimension_override: int | None = None
+    refuse_inputs_containing: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     admitted: threading.Event = field(default_factory=threading.Event)
     """Cleared: requests wait (already counted in `authorizations`) until it is set again."""
@@ -83,6 +85,9 @@ def _handler(server: EmbeddingServer) -> type[BaseHTTPRequestHandler]:
                 return self._answer(failure.status, payload, failure.headers)
             if self.path != "/v1/embeddings":
                 return self._answer(404, {"error": {"message": "no such route"}})
+            poison = server.refuse_inputs_containing
+            if poison and any(poison in text for text in body["input"]):
+                return self._answer(400, {"error": {"message": "this input cannot be embedded", "type": "test"}})
             dimension = server.dimension_override or body.get("dimensions") or DEFAULT_DIMENSION
             data = []
             for index, text in enumerate(body["input"]):

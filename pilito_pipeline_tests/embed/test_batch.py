@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pilito_pipeline.embed import EmbedCounts, OpenAIProvider, ProviderUnavailable, embed_rows, provider_breaker
+from pilito_pipeline.embed import (
+    EmbedCounts, OpenAIProvider, ProviderMisconfigured, ProviderUnavailable, embed_groups, embed_rows, provider_breaker,
+)
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import KnowledgeRow, embedding_text, load_sources, upsert_sources
 from pilito_pipeline_tests.embed.openai_server import EmbeddingServer, Failure, expected_vector
@@ -99,3 +101,24 @@ def test_a_failing_provider_leaves_rows_untouched(
         embed_rows(all_rows(data), guarded)
     assert len(embedding_server.requests) == (0 if breaker_open else 2)
     assert all(row.full_embedding is None and row.embedding_model is None for row in all_rows(data))
+
+
+def test_a_refused_group_is_isolated_by_halving_and_the_others_are_embedded(embedding_server: EmbeddingServer) -> None:
+    groups = {f"p{i}": make_rows(("t1", "website", f"p{i}"), 2, "v1") for i in range(8)}
+    groups["p5"][1].full_text = "POISON in this chunk"
+    embedding_server.refuse_inputs_containing = "POISON"
+
+    counts, refused = embed_groups(groups, provider(embedding_server), tldr=False)
+
+    assert list(refused) == ["p5"] and "cannot be embedded" in refused["p5"]
+    assert all(row.full_embedding is not None for key, rows in groups.items() if key != "p5" for row in rows)
+    assert counts.embedded == 7 * 2
+    assert len(embedding_server.authorizations) <= 1 + 2 * 3  # the whole, then two halves per level
+
+
+def test_a_provider_that_refuses_everything_blames_no_group(embedding_server: EmbeddingServer) -> None:
+    groups = {f"p{i}": make_rows(("t1", "website", f"p{i}"), 2, "v1") for i in range(4)}
+    embedding_server.always_fail = Failure(401)
+    with pytest.raises(ProviderMisconfigured):
+        embed_groups(groups, provider(embedding_server), tldr=False)
+    assert len(embedding_server.authorizations) == 1

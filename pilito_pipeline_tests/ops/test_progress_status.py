@@ -17,6 +17,7 @@ from pilito_pipeline_tests.ops.conftest import crawl_and_process
 from pilito_pipeline_tests.test_demo import free_port
 
 pytestmark = pytest.mark.slow
+MODEL = "all-MiniLM-L6-v2"  # the resources' embedder (defs/conftest.py)
 
 
 def test_crawl_progress_page_rates_and_status_screen(
@@ -24,7 +25,7 @@ def test_crawl_progress_page_rates_and_status_screen(
 ) -> None:
     register(database_url, "acme", demo_site)
     with connect(database_url) as conn:
-        [queued] = site_statuses(conn)
+        [queued] = site_statuses(conn, embedding_model=MODEL)
     assert queued.status == "pending" and "queued" in render_status([queued])
 
     crawl_and_process(instance, resources)
@@ -43,8 +44,8 @@ def test_crawl_progress_page_rates_and_status_screen(
     assert metadata["pages_per_second"].value > 0 and metadata["embeddings_per_second"].value > 0
 
     with connect(database_url) as conn:
-        [site] = site_statuses(conn, "acme")
-        assert site_statuses(conn, "other") == []
+        [site] = site_statuses(conn, "acme", embedding_model=MODEL)
+        assert site_statuses(conn, "other", embedding_model=MODEL) == []
     assert site.status == "ready" and site.pending == 0 and site.failed == 0
     assert site.indexed >= 10 and site.chunks > site.indexed and site.last_error is None
     assert site.progress["seconds"] > 0 and sum(site.progress.get(k, 0) for k in ("fetched", "skipped")) == site.pages
@@ -58,12 +59,12 @@ def test_status_shows_the_last_error(
     unreachable = f"http://127.0.0.1:{free_port()}/"
     register(database_url, "broken", unreachable)
     with connect(database_url) as conn:
-        [website] = site_statuses(conn)
+        [website] = site_statuses(conn, embedding_model=MODEL)
     instance.add_dynamic_partitions("websites", [website.partition_key])
     dg.materialize([website_crawl], partition_key=website.partition_key, instance=instance,
                    resources=resources, raise_on_error=False)
     with connect(database_url) as conn:
-        [site] = site_statuses(conn, "broken")
+        [site] = site_statuses(conn, "broken", embedding_model=MODEL)
     assert site.last_error, site
     screen = render_status([site])
     assert screen.splitlines()[1].startswith("w") and "last error: " in screen
