@@ -61,7 +61,6 @@ def embed_rows(
     return EmbedCounts(embedded=len(missing), reused=reused_before)
 
 
-
 Key = TypeVar("Key", bound=Hashable)
 
 
