@@ -203,31 +203,41 @@ def pack_budget(
     joined as `format_context` joins them, never take more than `budget` tokens.
     """
     packed: list[RetrievedChunk] = []
+    used = 0  # tokens of the block so far, entry by entry (each counted with the separator before it)
 
-    def fits(entries: list[RetrievedChunk]) -> bool:  # counted as format_context joins them
-        return counter.count(_block(entries)) <= budget
+    def cost(entry: RetrievedChunk) -> int:
+        return counter.count((SEPARATOR if packed else "") + entry_text(entry.citation, entry))
 
     for chunk in chunks:
         citation = first_citation + len(packed)
-        entry = replace(chunk, citation=citation, tokens=counter.count(entry_text(citation, chunk)))
-        if fits([*packed, entry]):
+        entry = replace(chunk, citation=citation)
+        needed = cost(entry)
+        if used + needed <= budget:
             packed.append(entry)
+            used += needed
             continue
         if any(page_key(p) == page_key(chunk) for p in packed):
             continue
-        room = budget - counter.count(_block([*packed, replace(entry, text="")]))
-        cut = counter.truncate(chunk.text, room)
+        cut = counter.truncate(chunk.text, budget - used - cost(replace(entry, text="")))
         candidate = replace(entry, text=cut, truncated=True)
-        while cut and not fits([*packed, candidate]):  # a token boundary can merge differently once cut: shave
+        while cut and used + cost(candidate) > budget:  # a token boundary can merge differently once cut: shave
             cut = counter.truncate(cut, counter.count(cut) - 1)
             candidate = replace(candidate, text=cut)
         if cut and counter.count(cut) >= MIN_TRUNCATED_TOKENS:
-            packed.append(replace(candidate, tokens=counter.count(entry_text(citation, candidate))))
-    return packed
+            used += cost(candidate)
+            packed.append(candidate)
+    # Entries were counted one by one; pieces can merge across a separator, so check the block whole.
+    while packed and counter.count(_block(packed)) > budget:
+        packed.pop()
+    return [replace(entry, tokens=counter.count(entry_text(entry.citation, entry))) for entry in packed]
+
+
+SEPARATOR = "\n\n"
+"""Between two entries of the context block."""
 
 
 def _block(entries: Sequence[RetrievedChunk]) -> str:
-    return "\n\n".join(entry_text(entry.citation, entry) for entry in entries)
+    return SEPARATOR.join(entry_text(entry.citation, entry) for entry in entries)
 
 
 def format_context(primary: Sequence[RetrievedChunk], secondary: Sequence[RetrievedChunk]) -> str:

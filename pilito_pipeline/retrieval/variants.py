@@ -76,14 +76,18 @@ def expand(query: str, groups: Sequence[Sequence[str]] | None = None) -> Expansi
     """The variants to add to `query` (none when it contains no variant of any group)."""
     split = _default_groups() if groups is None else _split(groups)
     query_words = words(query)
+    # A variant can only match where its first word is a query word less an allowed suffix.
+    stems = {word[: len(word) - len(suffix)] for word in query_words for suffix in _SUFFIXES if word.endswith(suffix)}
     present = set(tokenize(query))
     new_terms: dict[str, None] = {}
     phrases: dict[str, None] = {}
     for group in split:
-        if not any(_matches(variant_words, query_words) for _, variant_words in group):
+        found = {variant for variant, variant_words in group
+                 if variant_words and variant_words[0] in stems and _matches(variant_words, query_words)}
+        if not found:
             continue
-        for variant, variant_words in group:
-            if _matches(variant_words, query_words) or not _PERSIAN.search(variant):
+        for variant, _ in group:
+            if variant in found or not _PERSIAN.search(variant):
                 continue
             phrases[variant] = None
             new_terms.update((t, None) for t in tokenize(variant) if t not in present)
