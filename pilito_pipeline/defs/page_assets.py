@@ -105,8 +105,10 @@ def chunk_embeddings(
 
     The asset that makes the change records it: one transaction (`store_pages`) makes each page
     hold exactly its current chunks and marks it processed for the text and model they came from,
-    so page state never runs ahead of (or behind) the data. Nothing loads this asset's value
-    (retrieval reads the table), so it has no IO manager; ANN indexes are `tenant_ann_indexes`'.
+    so page state never runs ahead of (or behind) the data; pages a crawl retired or changed since
+    `page_chunks` read them are skipped (metadata `pages_skipped_stale`), never written back.
+    Nothing loads this asset's value (retrieval reads the table), so it has no IO manager; ANN
+    indexes are `tenant_ann_indexes`'.
     A UI backfill's run hands its pages over to the tenants' own runs (`hand_over_backfill`).
     """
     if BACKFILL_TAG in context.run.tags:
@@ -131,7 +133,13 @@ def chunk_embeddings(
         except EmbeddingRequestError as exc:  # a bad key or input: retrying cannot help
             raise dg.Failure(description=f"embedding request refused: {exc}", allow_retries=False) from exc
     with database.connect() as conn:
-        stats = store_pages(conn, knowledge, provider.model_name)
+        stored = store_pages(conn, knowledge, provider.model_name)
+    stats = stored.stats
+    if stored.skipped:
+        context.log.warning(
+            f"{len(stored.skipped)} pages not written: retired or changed by a crawl since this run read"
+            f" them (they stay as the crawl left them): {stored.skipped[:10]}"
+        )
     seconds = time.perf_counter() - started
     rates = {
         "pages_per_second": round(len(knowledge) / seconds, 2),
@@ -153,6 +161,7 @@ def chunk_embeddings(
             "rows_updated": stats.updated,
             "rows_unchanged": stats.unchanged,
             "rows_deleted": stats.deleted,
+            "pages_skipped_stale": len(stored.skipped),
             "seconds": round(seconds, 3),
             **rates,
         }

@@ -53,9 +53,10 @@ class DatabaseResource(dg.ConfigurableResource):
         return _migrated_url(self.database_url, self.embedding_dimension)
 
     @contextmanager
-    def connect(self) -> Iterator[psycopg.Connection]:
-        """A connection that commits when the block succeeds and rolls back otherwise."""
-        with connect(self.url) as conn:
+    def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection that commits when the block succeeds and rolls back otherwise (with
+        `autocommit`, each statement is its own transaction and `conn.transaction()` opens one)."""
+        with connect(self.url, autocommit=autocommit) as conn:
             yield conn
 
 

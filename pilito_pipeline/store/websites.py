@@ -30,7 +30,7 @@ class Website:
     last_crawled_at: datetime | None = None
     crawl_requested_at: datetime | None = None
     retirement_hold: str | None = None
-    """Why the last crawl retired nothing although it found many pages gone (see `retire_pages`)."""
+    """Why the last crawl retired nothing although it found many pages gone (see `store.retirement.close_crawl`)."""
 
     @property
     def partition_key(self) -> str:

@@ -16,7 +16,8 @@ from pilito_pipeline.cli import main
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
 from pilito_pipeline.store.db import connect
-from pilito_pipeline.store.pages import RETIREMENT_GUARD_SHARE, count_chunks_without_live_page
+from pilito_pipeline.store.pages import count_chunks_without_live_page
+from pilito_pipeline.store.retirement import RETIREMENT_GUARD_SHARE
 from pilito_pipeline.store.websites import get_website, register_website
 from pilito_pipeline_tests.crawl.conftest import HTML, Response, SeenRequest, Site
 from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs
