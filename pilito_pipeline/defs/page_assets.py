@@ -127,7 +127,7 @@ def chunk_embeddings(
         for key, pc in page_chunks.items()
     }
     all_rows = [row for pk in knowledge.values() for row in pk.rows]
-    with database.connect() as conn:
+    with database.connect(autocommit=True) as conn:  # the reuse lookup: no transaction held while embedding
         try:
             counts = embed_rows(all_rows, provider, reuse_from=conn, tldr=embedder.embed_tldr)
         except EmbeddingRequestError as exc:  # a bad key or input: retrying cannot help
