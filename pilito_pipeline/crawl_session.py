@@ -19,7 +19,7 @@ import psycopg
 from pilito_pipeline.crawl import CrawledPage, PageValidators
 from pilito_pipeline.store import pages as page_store
 from pilito_pipeline.store import websites as website_store
-from pilito_pipeline.store.retirement import Retirement, close_crawl
+from pilito_pipeline.store.retirement import Retirement, RetirementPolicy, close_crawl
 from pilito_pipeline.text import ExtractionError, document_hash, extract_document
 
 Register = Callable[[psycopg.Connection, list[str]], None]
@@ -88,6 +88,7 @@ class CrawlSession:
         *,
         first_batch: int,
         batch: int,
+        policy: RetirementPolicy = RetirementPolicy(),
         on_progress: Callable[[dict[str, Any]], None] = lambda progress: None,
     ) -> None:
         if not conn.autocommit:
@@ -96,6 +97,7 @@ class CrawlSession:
         self.register = register
         self.first_batch, self.batch = first_batch, batch
         self.on_progress = on_progress
+        self.policy = policy
         self.website = website_store.get_website(conn, website_id)
         self.started_at = website_store.mark_crawl_started(conn, website_id)
         self.outcomes: Counter[str] = Counter()
@@ -144,15 +146,14 @@ class CrawlSession:
         return time.monotonic() - self.clock
 
     def finish(self) -> tuple[Retirement, dict[str, Any]]:
-        """Close the crawl: retire and withdraw on evidence (`close_crawl`), record the outcome."""
+        """Close the crawl: retire and withdraw on evidence (`close_crawl`), record the outcome. A
+        crawl that never gets here (it failed, or its worker died) retires nothing: every page it
+        recorded is in a state that holds on its own (a 404 stays `failed` with its chunks)."""
         self.flush()
         # Not reaching a page is evidence only when the crawl reached everything it should have:
         # not cut short by max_pages, and no fetch failed (a failed hub hides the pages below it).
         clean = sum(self.outcomes.values()) < self.website.max_pages and not self.outcomes["failed"]
-        retirement = close_crawl(
-            self.conn, self.website.id, self.started_at, clean=clean,
-            confirms_hold=self.website.retirement_hold is not None,
-        )
+        retirement = close_crawl(self.conn, self.website.id, self.started_at, clean=clean, policy=self.policy)
         progress = {
             **dict(self.outcomes), "retired": len(retirement.retired), "withdrawn": len(retirement.withdrawn),
             "seconds": round(self.seconds, 2),

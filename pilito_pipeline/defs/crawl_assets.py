@@ -46,7 +46,8 @@ def website_crawl(
     with database.connect(autocommit=True) as conn:
         session = CrawlSession(
             conn, website_id, lambda tx, keys: register_page_partitions(context.instance, tx, keys),
-            first_batch=FIRST_REGISTRATION_BATCH, batch=REGISTRATION_BATCH, on_progress=progress,
+            first_batch=FIRST_REGISTRATION_BATCH, batch=REGISTRATION_BATCH,
+            policy=crawler.retirement_policy(), on_progress=progress,
         )
         website = session.website
         try:

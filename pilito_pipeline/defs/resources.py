@@ -18,6 +18,7 @@ from pilito_pipeline.settings import Settings, get_settings
 from pilito_pipeline.store.ann_indexes import DEFAULT_MIN_CHUNKS
 from pilito_pipeline.store.db import connect, resolve_database_url
 from pilito_pipeline.store.migrate import migrate
+from pilito_pipeline.store.retirement import RetirementPolicy
 from pilito_pipeline.store.websites import Website
 
 
@@ -67,6 +68,13 @@ class CrawlerResource(dg.ConfigurableResource):
     rate_limit_seconds: float = 0.5
     max_concurrency: int = 4
     allowed_hosts: list[str] = []
+    retire_unseen_crawls: int = RetirementPolicy.unseen_crawls
+    """A page of a site never crawled completely is retired once this many crawls in a row missed it..."""
+    retire_unseen_days: float = RetirementPolicy.unseen_days
+    """...over at least this many days (and within the mass-deletion guard; store/retirement.py)."""
+
+    def retirement_policy(self) -> RetirementPolicy:
+        return RetirementPolicy(unseen_crawls=self.retire_unseen_crawls, unseen_days=self.retire_unseen_days)
 
     def config_for(self, website: Website) -> CrawlConfig:
         return CrawlConfig(

@@ -90,10 +90,15 @@ def record_page(
     """Upsert one crawl outcome; return (partition key, whether its partition must be registered).
 
     A 304 keeps the stored document and hash. A failed fetch (state unknown) keeps the last good
-    document, and so does a 404/410 until the crawl decides to retire it (`store.retirement.close_crawl`). A
-    skipped page (noindex, duplicate, not HTML, unextractable) drops its document: its chunks go
-    with `withdraw_skipped_pages`. The links stored are the ones the crawler says the page has;
-    a 404/410 keeps its last links too, in case the mass-deletion guard keeps the page.
+    document, and so does a 404/410 until the crawl's end decides to retire it
+    (`store.retirement.close_crawl`): until then it is `failed` with its HTTP status, so `gone` is
+    only ever written together with the deletion of the page's chunks, and a crawl that dies
+    mid-way leaves no `gone` page holding chunks. A URL that answers 404/410 without ever having
+    had a document is `gone` at once (nothing to delete). A skipped page (noindex, duplicate, not
+    HTML, unextractable) drops its document: its chunks go at the crawl's end. The links stored are
+    the ones the crawler says the page has; a 404/410 keeps its last links, in case the
+    mass-deletion guard keeps the page. Any outcome means the crawl reached the page: its count of
+    crawls that did not (`unseen_crawls`) starts again.
     """
     keeps_document = page.status in ("not_modified", "failed", "gone")
     row = conn.execute(
@@ -105,7 +110,8 @@ def record_page(
                 %(etag)s, %(lm)s, %(links)s, %(title)s, %(language)s, %(document)s, %(hash)s,
                 now(), now())
         ON CONFLICT (website_id, url) DO UPDATE SET
-            status = EXCLUDED.status,
+            status = CASE WHEN EXCLUDED.status = 'gone' AND p.document IS NOT NULL THEN 'failed'
+                          ELSE EXCLUDED.status END,
             failure_reason = EXCLUDED.failure_reason,
             http_status = EXCLUDED.http_status,
             depth = LEAST(p.depth, EXCLUDED.depth),
@@ -116,7 +122,8 @@ def record_page(
             language = COALESCE(CASE WHEN %(keep)s THEN p.language ELSE EXCLUDED.language END, p.language),
             document = CASE WHEN %(keep)s THEN p.document ELSE EXCLUDED.document END,
             content_hash = CASE WHEN %(keep)s THEN p.content_hash ELSE EXCLUDED.content_hash END,
-            fetched_at = now(), last_seen_at = now(), updated_at = now()
+            fetched_at = now(), last_seen_at = now(), updated_at = now(),
+            unseen_crawls = 0, unseen_since = NULL
         RETURNING partition_key, partition_registered, document IS NOT NULL AS has_document
         """,
         {

@@ -1,10 +1,24 @@
 """The end of a crawl: which pages lose their chunks, decided on evidence, written in one transaction.
 
-A page is retired (its document, chunks and intermediate values go, its state becomes `gone`) when
-the crawl found it 404/410 or, after a clean crawl, no longer reached it. A crawl that would retire
-more than RETIREMENT_GUARD_SHARE of the site's live pages retires none and says why, until the next
-crawl confirms it. Pages that turned noindex, duplicate, non-HTML or unextractable are withdrawn at
-once. Everything is written under the lock order of `store.knowledge` (source advisory locks, then
+Evidence that a live page (one holding a document) is gone, gathered by the crawl that just ended:
+
+- it answered 404/410 (recorded `failed` with that HTTP status until now, see `pages.record_page`);
+- the crawl was clean (not cut short by `max_pages`, no failed fetch) and did not reach it;
+- by age, for sites the crawl never covers completely (larger than `max_pages`, or with a fetch
+  failing somewhere): it went unreached in `unseen_crawls` consecutive finished crawls spanning at
+  least `unseen_days` days (Nutch's rule: gone after repeated misses at intervals). A crawl that
+  reaches the page, whatever it answers, starts the count again.
+
+The mass-deletion guard: a crawl whose candidates are more than `max_share` of the site's live pages
+retires none of them; it stores the set it held (`websites.retirement_held_pages`) and says why. A
+later crawl confirms the hold only if every held page is a candidate again ("the same pages missing
+again": the new candidate set covers the held set); then the held pages are retired, whatever their
+share. Candidates beyond the held set are new evidence and go through the guard themselves. A hold
+the next crawl does not confirm (a page came back) is replaced by that crawl's own decision. So no
+crawl retires more than `max_share` of a site without two consecutive crawls missing the same pages.
+
+Pages that turned noindex, duplicate, non-HTML or unextractable are withdrawn at once (the page said
+so). Everything is written under the lock order of `store.knowledge` (source advisory locks, then
 `pages` rows in id order, then chunks), so a page run storing the same pages concurrently either
 finishes first (and its chunks are deleted here) or waits and then finds the page retired.
 """
@@ -19,11 +33,21 @@ import psycopg
 from pilito_pipeline.store.asset_values import delete_partition_values
 from pilito_pipeline.store.knowledge import delete_sources, lock_sources
 from pilito_pipeline.store.pages import lock_pages
-from pilito_pipeline.store.websites import record_retirement_hold
 
 RETIREMENT_GUARD_SHARE = 0.30
 """A crawl that would retire more than this share of a site's live pages (404/410 included: a
 broken deploy answers 404 everywhere) retires none; the next crawl, if it confirms, does."""
+
+
+@dataclass(frozen=True)
+class RetirementPolicy:
+    """How much evidence retirement needs (settings `CRAWL_RETIRE_UNSEEN_CRAWLS`, `..._DAYS`)."""
+
+    max_share: float = RETIREMENT_GUARD_SHARE
+    unseen_crawls: int = 3
+    """Consecutive finished crawls that must miss a page before it is retired by age..."""
+    unseen_days: float = 14.0
+    """...spanning at least this many days since the first of them began."""
 
 
 @dataclass(frozen=True)
@@ -35,25 +59,23 @@ class Retirement:
     withdrawn: list[str]
     """Partition keys of pages that now say not to index them: chunks and values deleted too."""
     candidates: int
-    """Live pages the crawl found gone (404/410) or, after a clean crawl, unlinked."""
+    """Live pages the crawl found gone (404/410), unlinked after a clean crawl, or unseen by age."""
     live: int
     """Pages holding a document before the crawl's decision."""
     chunks_deleted: int = 0
     held: str | None = None
-    """Why nothing was retired although there were candidates (the mass-deletion guard)."""
+    """Why candidates were kept (the mass-deletion guard), until a crawl misses the same pages."""
+    held_pages: list[str] | None = None
 
     @property
     def removed(self) -> list[str]:
         return [*self.retired, *self.withdrawn]
 
 
-_LIVE_GONE = "status = 'gone' AND document IS NOT NULL"
-_LIVE_UNSEEN = "%(clean)s AND status <> 'gone' AND last_seen_at < %(started)s AND document IS NOT NULL"
-_RETIRABLE = (
-    "(status = 'gone' AND (document IS NOT NULL OR partition_registered OR processed_hash IS NOT NULL))"
-    " OR (%(clean)s AND status <> 'gone' AND last_seen_at < %(started)s)"
-)
 _WITHDRAWABLE = "status = 'skipped' AND (partition_registered OR processed_hash IS NOT NULL)"
+_FOUND_GONE = "status = 'failed' AND http_status IN (404, 410) AND last_seen_at >= %(started)s"
+_BOOKKEEPING = "status = 'gone' AND document IS NULL AND (partition_registered OR processed_hash IS NOT NULL)"
+"""Pages without text that still count as registered or processed: retired freely."""
 
 
 def close_crawl(
@@ -62,66 +84,73 @@ def close_crawl(
     crawl_started_at: datetime,
     *,
     clean: bool,
-    confirms_hold: bool,
-    max_share: float = RETIREMENT_GUARD_SHARE,
+    policy: RetirementPolicy = RetirementPolicy(),
 ) -> Retirement:
-    """Retire and withdraw what the crawl that started at `crawl_started_at` found, in one
-    transaction (a savepoint inside the caller's), and record the hold decision on the website.
-
-    Retired: pages found 404/410 and, when the crawl was `clean` (reached everything it should, no
-    failed fetch), those it no longer reached. When that would retire more than `max_share` of the
-    site's live pages, nothing is retired unless `confirms_hold` (the previous crawl was held for
-    the same reason): the 404/410 pages are kept as `failed` and the reason returned. Pages without
-    a document are retired freely.
-    """
-    params = {"website": website_id, "clean": clean, "started": crawl_started_at}
+    """Retire and withdraw what the crawl that started at `crawl_started_at` found (the module's
+    rules), in one transaction (a savepoint inside the caller's), and record the hold on the website."""
+    params = {"website": website_id, "started": crawl_started_at}
     with conn.transaction():
-        counts = conn.execute(
-            f"""
-            SELECT min(tenant_id) AS tenant_id, count(*) FILTER (WHERE document IS NOT NULL) AS live,
-                   count(*) FILTER (WHERE ({_LIVE_GONE}) OR ({_LIVE_UNSEEN})) AS candidates
-            FROM pages WHERE website_id = %(website)s
-            """,
-            params,
+        site = conn.execute(
+            "SELECT tenant_id, retirement_held_pages FROM websites WHERE id = %s", (website_id,)
         ).fetchone()
-        tenant, live, candidates = counts["tenant_id"], counts["live"], counts["candidates"]
-        held = None
-        if candidates > max_share * live and not confirms_hold:
-            held = (
-                f"retirement held: this crawl would retire {candidates} of {live} live pages"
-                f" (more than {max_share:.0%}); the next crawl retires them if it finds the same"
-            )
-            retirable = "false"
-        else:
-            retirable = _RETIRABLE
+        tenant = site["tenant_id"]
         keys = [r["partition_key"] for r in conn.execute(
-            f"SELECT partition_key FROM pages WHERE website_id = %(website)s"
-            f" AND (({retirable}) OR {_WITHDRAWABLE} OR ({_LIVE_GONE}))",
+            f"""
+            SELECT partition_key FROM pages WHERE website_id = %(website)s
+               AND ((document IS NOT NULL AND (last_seen_at < %(started)s OR ({_FOUND_GONE})))
+                    OR {_WITHDRAWABLE} OR {_BOOKKEEPING})
+            """,
             params,
         )]
         lock_sources(conn, [(tenant, "website", key) for key in keys])
         lock_pages(conn, keys)
+        live = conn.execute(
+            "SELECT count(*) AS n FROM pages WHERE website_id = %s AND document IS NOT NULL", (website_id,)
+        ).fetchone()["n"]
+        reasons = {r["partition_key"]: r["reason"] for r in conn.execute(
+            f"SELECT partition_key, failure_reason AS reason FROM pages"
+            f" WHERE website_id = %(website)s AND document IS NOT NULL AND {_FOUND_GONE}",
+            params,
+        )}
+        for page in conn.execute(
+            """
+            UPDATE pages SET unseen_crawls = unseen_crawls + 1, unseen_since = COALESCE(unseen_since, %(started)s)
+            WHERE website_id = %(website)s AND document IS NOT NULL AND last_seen_at < %(started)s
+            RETURNING partition_key, unseen_crawls, unseen_since,
+                      unseen_since <= %(started)s - make_interval(secs => %(days)s * 86400) AS old_enough
+            """,
+            {**params, "days": policy.unseen_days},
+        ).fetchall():
+            if clean:
+                reasons[page["partition_key"]] = "no longer linked from the site"
+            elif page["unseen_crawls"] >= policy.unseen_crawls and page["old_enough"]:
+                reasons[page["partition_key"]] = (
+                    f"not reached by the last {page['unseen_crawls']} crawls"
+                    f" (since {page['unseen_since']:%Y-%m-%d})"
+                )
+        retire, held_pages, held = _decide(set(reasons), set(site["retirement_held_pages"] or ()), live, policy)
         if held:
             conn.execute(
                 f"""
-                UPDATE pages SET status = 'failed',
-                       failure_reason = COALESCE(failure_reason || ' ', '') || '(' || %(held)s || ')',
+                UPDATE pages SET failure_reason = COALESCE(failure_reason || ' ', '') || '(' || %(held)s || ')',
                        updated_at = now()
-                WHERE website_id = %(website)s AND {_LIVE_GONE}
+                WHERE website_id = %(website)s AND partition_key = ANY(%(keys)s) AND {_FOUND_GONE}
                 """,
-                {**params, "held": held},
+                {**params, "held": held, "keys": held_pages},
             )
         retired = [r["partition_key"] for r in conn.execute(
             f"""
-            UPDATE pages SET status = 'gone',
-                   failure_reason = CASE WHEN status = 'gone' THEN failure_reason
-                                         ELSE 'no longer linked from the site' END,
+            UPDATE pages SET status = 'gone', failure_reason = COALESCE(v.reason, pages.failure_reason),
                    links = '{{}}', document = NULL, content_hash = NULL, processed_hash = NULL,
-                   processed_model = NULL, partition_registered = false, updated_at = now()
-            WHERE website_id = %(website)s AND partition_key = ANY(%(keys)s) AND ({retirable})
-            RETURNING partition_key
+                   processed_model = NULL, partition_registered = false, unseen_crawls = 0,
+                   unseen_since = NULL, updated_at = now()
+            FROM (SELECT key, reason FROM unnest(%(keys)s::text[], %(reasons)s::text[]) AS v(key, reason)
+                  UNION ALL
+                  SELECT partition_key, NULL FROM pages WHERE website_id = %(website)s AND {_BOOKKEEPING}) v
+            WHERE pages.website_id = %(website)s AND pages.partition_key = v.key
+            RETURNING pages.partition_key
             """,
-            {**params, "keys": keys},
+            {**params, "keys": sorted(retire), "reasons": [reasons[key] for key in sorted(retire)]},
         )]
         withdrawn = [r["partition_key"] for r in conn.execute(
             f"""
@@ -135,5 +164,23 @@ def close_crawl(
         removed = [*retired, *withdrawn]
         chunks_deleted = delete_sources(conn, [(tenant, "website", key) for key in removed])
         delete_partition_values(conn, removed)
-        record_retirement_hold(conn, website_id, held)
-    return Retirement(retired, withdrawn, candidates, live, chunks_deleted, held)
+        conn.execute(
+            "UPDATE websites SET retirement_hold = %s, retirement_held_pages = %s WHERE id = %s",
+            (held, held_pages, website_id),
+        )
+    return Retirement(retired, withdrawn, len(reasons), live, chunks_deleted, held, held_pages)
+
+
+def _decide(
+    candidates: set[str], held_before: set[str], live: int, policy: RetirementPolicy
+) -> tuple[set[str], list[str] | None, str | None]:
+    """(pages to retire, pages to hold, why held) under the guard and its confirmation rule."""
+    confirmed = held_before if held_before and held_before <= candidates else set()
+    new = candidates - confirmed
+    if len(new) <= policy.max_share * live:
+        return candidates, None, None
+    held = (
+        f"retirement held: this crawl would retire {len(new)} of {live} live pages"
+        f" (more than {policy.max_share:.0%}); the next crawl retires them if the same pages are missing again"
+    )
+    return confirmed, sorted(new), held

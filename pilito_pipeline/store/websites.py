@@ -178,11 +178,6 @@ def mark_crawl_finished(
     )
 
 
-def record_retirement_hold(conn: psycopg.Connection, website_id: int, reason: str | None) -> None:
-    """Remember (or clear, with None) why the crawl just finished retired nothing."""
-    conn.execute("UPDATE websites SET retirement_hold = %s WHERE id = %s", (reason, website_id))
-
-
 def request_crawl_again(conn: psycopg.Connection, website_id: int, consumed_at: datetime, reason: str) -> bool:
     """Renew a crawl request that a run consumed (created at `consumed_at`) but never closed: the
     run died, or failed before the crawl began. A new request time gives a new run key; a crawl left

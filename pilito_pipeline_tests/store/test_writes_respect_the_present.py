@@ -15,11 +15,12 @@ import pytest
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import PageVersion, store_pages
 from pilito_pipeline.store.pages import PageRecord, count_chunks_without_live_page, load_pages, mark_partitions_registered, record_page
-from pilito_pipeline.store.retirement import close_crawl
+from pilito_pipeline.store.retirement import RetirementPolicy, close_crawl
 from pilito_pipeline.store.websites import register_website
 from pilito_pipeline_tests.store.test_knowledge import MODEL, make_rows
 
 TENANT = "t1"
+NO_GUARD = RetirementPolicy(max_share=1.0)  # these crawls retire most of their site on purpose
 
 
 def document(url: str, version: str) -> dict:
@@ -77,7 +78,7 @@ def test_a_page_retired_between_the_runs_read_and_its_write_stays_retired(databa
         website_id, keys = make_site(conn, "a", 6)
         read = versions(conn, keys, "v2", rows=4)  # the page run has read and embedded...
         started = crawl_seeing_only(conn, website_id, keys[:2])
-        retirement = close_crawl(conn, website_id, started, clean=True, confirms_hold=False, max_share=1.0)
+        retirement = close_crawl(conn, website_id, started, clean=True, policy=NO_GUARD)
         conn.commit()
         assert sorted(retirement.retired) == sorted(keys[2:]) and retirement.chunks_deleted == 4 * 3
 
@@ -152,7 +153,7 @@ def test_a_crawl_retiring_pages_while_a_page_run_writes_them_20_times(database_u
             def crawl_end() -> None:
                 with connect(database_url) as conn:
                     outcome["retirement"] = close_crawl(
-                        conn, website_id, started, clean=True, confirms_hold=False, max_share=1.0)
+                        conn, website_id, started, clean=True, policy=NO_GUARD)
                     conn.commit()
 
             errors = run_together(page_run, crawl_end)
