@@ -15,7 +15,7 @@ from pilito_pipeline.crawl_session import CrawlSession
 from pilito_pipeline.defs.partitions import (
     FIRST_REGISTRATION_BATCH,
     REGISTRATION_BATCH,
-    pages_partitions,
+    drop_page_partitions,
     register_page_partitions,
     websites_partitions,
 )
@@ -59,12 +59,14 @@ def website_crawl(
         except Exception as exc:
             session.fail(exc)
             raise
+        # After commit: a page's partition only goes once its chunks are gone.
+        to_drop = sorted({*retirement.removed, *website_store.partitions_to_drop(conn, website_id)})
+        kept = drop_page_partitions(context.instance, to_drop)
+        website_store.keep_partitions_to_drop(conn, website_id, kept)
     if retirement.held:
         context.log.warning(f"{website.url}: {retirement.held}")
-
-    for key in retirement.removed:  # after commit: a page's partition only goes once its chunks are gone
-        if context.instance.has_dynamic_partition(pages_partitions.name, key):
-            context.instance.delete_dynamic_partition(pages_partitions.name, key)
+    if kept:
+        context.log.info(f"{len(kept)} partitions of removed pages kept until the runs naming them end: {kept[:10]}")
 
     outcomes = session.outcomes
     context.log.info(f"crawled {website.url} for tenant {website.tenant_id}: {summary}")

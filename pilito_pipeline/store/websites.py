@@ -178,6 +178,22 @@ def mark_crawl_finished(
     )
 
 
+def partitions_to_drop(conn: psycopg.Connection, website_id: int) -> list[str]:
+    """Partition keys of removed pages whose `pages` partition an earlier crawl had to keep (a
+    page registered again since is left out: its partition is live)."""
+    rows = conn.execute(
+        "SELECT p.partition_key FROM websites w JOIN pages p ON p.partition_key = ANY(w.partitions_to_drop)"
+        " WHERE w.id = %s AND NOT p.partition_registered",
+        (website_id,),
+    ).fetchall()
+    return [r["partition_key"] for r in rows]
+
+
+def keep_partitions_to_drop(conn: psycopg.Connection, website_id: int, keys: list[str]) -> None:
+    """Remember the removed pages' partitions still to delete (replacing the earlier list)."""
+    conn.execute("UPDATE websites SET partitions_to_drop = %s WHERE id = %s", (sorted(keys), website_id))
+
+
 def request_crawl_again(conn: psycopg.Connection, website_id: int, consumed_at: datetime, reason: str) -> bool:
     """Renew a crawl request that a run consumed (created at `consumed_at`) but never closed: the
     run died, or failed before the crawl began. A new request time gives a new run key; a crawl left
