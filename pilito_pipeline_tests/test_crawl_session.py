@@ -12,7 +12,7 @@ from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import PageVersion, store_pages
 from pilito_pipeline.store.pages import count_chunks_without_live_page, mark_partitions_registered
 from pilito_pipeline.store.websites import register_website
-from pilito_pipeline_tests.crawl.conftest import Response, Site, site  # noqa: F401 (the fixture)
+from pilito_pipeline_tests.crawl.conftest import Site, site  # noqa: F401 (the fixture)
 from pilito_pipeline_tests.defs.test_retirement import page_text
 from pilito_pipeline_tests.store.test_knowledge import MODEL, make_rows
 
