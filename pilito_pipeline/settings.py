@@ -74,6 +74,10 @@ class Settings:
     crawl_allowed_hosts: tuple[str, ...] = ()
     """Hosts or CIDRs exempt from the SSRF guard (tests and the demo allow 127.0.0.1)."""
     crawl_rate_limit_seconds: float = 0.5
+    crawl_retire_unseen_crawls: int = 3
+    crawl_retire_unseen_days: float = 14.0
+    """A page of a site larger than its `max_pages` is retired once that many crawls in a row,
+    spanning at least that many days, did not reach it (store/retirement.py)."""
 
     def __post_init__(self) -> None:
         if not self.embedding_languages:
@@ -110,6 +114,8 @@ def settings_from_env() -> Settings:
         crawl_max_pages=_env_int("CRAWL_MAX_PAGES", 200),
         crawl_allowed_hosts=_env_list("CRAWL_ALLOWED_HOSTS"),
         crawl_rate_limit_seconds=_env_float("CRAWL_RATE_LIMIT_SECONDS", 0.5),
+        crawl_retire_unseen_crawls=_env_int("CRAWL_RETIRE_UNSEEN_CRAWLS", Settings.crawl_retire_unseen_crawls),
+        crawl_retire_unseen_days=_env_float("CRAWL_RETIRE_UNSEEN_DAYS", Settings.crawl_retire_unseen_days),
     )
 
 

@@ -161,8 +161,10 @@ def chunk_embeddings(
 
     The asset that makes the change records it: one transaction (`store_pages`) makes each page
     hold exactly its current chunks and marks it processed for the text and model they came from,
-    so page state never runs ahead of (or behind) the data. Nothing loads this asset's value
-    (retrieval reads the table), so it has no IO manager; ANN indexes are `tenant_ann_indexes`'.
+    so page state never runs ahead of (or behind) the data; pages a crawl retired or changed since
+    `page_chunks` read them are skipped (metadata `pages_skipped_stale`), never written back.
+    Nothing loads this asset's value (retrieval reads the table), so it has no IO manager; ANN
+    indexes are `tenant_ann_indexes`'.
     Any other run (a UI materialization or backfill) hands its pages over to the tenants' own runs
     (`hand_over_pages`).
     """
@@ -181,7 +183,7 @@ def chunk_embeddings(
         )
         for key, pc in page_chunks.items()
     }
-    with database.connect() as conn:
+    with database.connect(autocommit=True) as conn:  # the reuse lookup: no transaction held while embedding
         try:
             counts, refused = embed_groups(
                 {key: page.rows for key, page in knowledge.items()}, provider,
@@ -194,7 +196,13 @@ def chunk_embeddings(
     knowledge = {key: page for key, page in knowledge.items() if key not in refused}
     all_rows = [row for page in knowledge.values() for row in page.rows]
     with database.connect() as conn:
-        stats = store_pages(conn, knowledge, provider.model_name)
+        stored = store_pages(conn, knowledge, provider.model_name)
+    stats = stored.stats
+    if stored.skipped:
+        context.log.warning(
+            f"{len(stored.skipped)} pages not written: retired or changed by a crawl since this run read"
+            f" them (they stay as the crawl left them): {stored.skipped[:10]}"
+        )
     recorded = record_failures(context, database, failures, provider.model_name)
     seconds = time.perf_counter() - started
     rates = {
@@ -217,6 +225,7 @@ def chunk_embeddings(
             "rows_updated": stats.updated,
             "rows_unchanged": stats.unchanged,
             "rows_deleted": stats.deleted,
+            "pages_skipped_stale": len(stored.skipped),
             "seconds": round(seconds, 3),
             **rates,
             **failure_metadata(failures, recorded),

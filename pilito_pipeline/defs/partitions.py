@@ -108,6 +108,35 @@ def registration_batch_size(registered_so_far: int) -> int:
     return FIRST_REGISTRATION_BATCH if registered_so_far == 0 else REGISTRATION_BATCH
 
 
+RUN_NOT_ENDED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def drop_page_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
+    """Delete the `pages` partitions of `keys` (removed pages), except those that a run not yet
+    ended names as the first or last key of its range: Dagster resolves a range run's keys from
+    those two partitions when the run starts and in each step, so deleting one fails the run (a
+    crawl retiring pages that a queued page run covers). Returns the keys kept, to drop later; the
+    run finds no document for them and skips them."""
+    ends = {
+        run.tags.get(tag)
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=RUN_NOT_ENDED))
+        for tag in (PARTITION_RANGE_START_TAG, PARTITION_RANGE_END_TAG)
+    }
+    kept = []
+    for key in keys:
+        if key in ends:
+            kept.append(key)
+        elif instance.has_dynamic_partition(pages_partitions.name, key):
+            instance.delete_dynamic_partition(pages_partitions.name, key)
+    return kept
+
+
 def register_page_partitions(instance: dg.DagsterInstance, conn: psycopg.Connection, keys: list[str]) -> None:
     """Add `pages` partitions and record their registration order; the caller commits.
 

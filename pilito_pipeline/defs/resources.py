@@ -18,6 +18,7 @@ from pilito_pipeline.settings import Settings, get_settings
 from pilito_pipeline.store.ann_indexes import DEFAULT_MIN_CHUNKS
 from pilito_pipeline.store.db import connect, resolve_database_url
 from pilito_pipeline.store.migrate import migrate
+from pilito_pipeline.store.retirement import RetirementPolicy
 from pilito_pipeline.store.websites import Website
 
 
@@ -53,9 +54,10 @@ class DatabaseResource(dg.ConfigurableResource):
         return _migrated_url(self.database_url, self.embedding_dimension)
 
     @contextmanager
-    def connect(self) -> Iterator[psycopg.Connection]:
-        """A connection that commits when the block succeeds and rolls back otherwise."""
-        with connect(self.url) as conn:
+    def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection that commits when the block succeeds and rolls back otherwise (with
+        `autocommit`, each statement is its own transaction and `conn.transaction()` opens one)."""
+        with connect(self.url, autocommit=autocommit) as conn:
             yield conn
 
 
@@ -66,6 +68,13 @@ class CrawlerResource(dg.ConfigurableResource):
     rate_limit_seconds: float = 0.5
     max_concurrency: int = 4
     allowed_hosts: list[str] = []
+    retire_unseen_crawls: int = RetirementPolicy.unseen_crawls
+    """A page of a site never crawled completely is retired once this many crawls in a row missed it..."""
+    retire_unseen_days: float = RetirementPolicy.unseen_days
+    """...over at least this many days (and within the mass-deletion guard; store/retirement.py)."""
+
+    def retirement_policy(self) -> RetirementPolicy:
+        return RetirementPolicy(unseen_crawls=self.retire_unseen_crawls, unseen_days=self.retire_unseen_days)
 
     def config_for(self, website: Website) -> CrawlConfig:
         return CrawlConfig(

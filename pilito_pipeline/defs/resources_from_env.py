@@ -22,6 +22,8 @@ def resources_from_settings(settings: Settings | None = None) -> dict[str, Any]:
             user_agent=settings.crawl_user_agent,
             rate_limit_seconds=settings.crawl_rate_limit_seconds,
             allowed_hosts=list(settings.crawl_allowed_hosts),
+            retire_unseen_crawls=settings.crawl_retire_unseen_crawls,
+            retire_unseen_days=settings.crawl_retire_unseen_days,
         ),
         "embedder": EmbeddingResource.from_settings(settings),
         "retrieval": RetrievalResource.from_env(settings),

@@ -11,6 +11,20 @@ the sources no longer have are deleted. The BM25 postings of the chunks inserted
 leaves them alone (migration 0012); updated and deleted chunks are re-indexed by the triggers.
 Writers take one transaction-level advisory lock per source, in sorted order, so concurrent
 writers of overlapping sources serialise per source and never deadlock.
+
+Lock order: every writer that holds more than one lock takes them in this order, so no two writers
+can wait for each other (Postgres would abort one as a deadlock):
+
+1. the per-source advisory locks of every source it will touch (`lock_sources`: sorted keys);
+2. the `pages` rows of those pages, in id order (`pages.lock_pages`, `pages.lock_current_pages`);
+3. `tenant_knowledge` rows (and the BM25 postings their triggers keep).
+
+The page run (`store_pages`) and the crawl's retirement (`store.retirement`) follow it. A writer of
+one `pages` row that holds nothing else (the crawl recording a fetched page, in its own short
+transaction) needs no advisory lock: it can wait, but nobody waits for it while it does. Writers
+of several `pages` rows (partition registration, a backfill's hand-over) lock them in id order.
+A page run also checks, under these locks, that each page is still live with the text it read
+(`store_pages`), so a crawl that retired or changed a page meanwhile is never undone.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from pilito_pipeline.store.page_failures import clear_page_failures
-from pilito_pipeline.store.pages import mark_pages_processed
+from pilito_pipeline.store.pages import lock_current_pages, mark_pages_processed
 
 SourceKey = tuple[str, str, str]
 """(tenant_id, chunk_type, source_id)"""
@@ -378,16 +392,32 @@ class PageVersion:
     rows: Sequence[KnowledgeRow]
 
 
-def store_pages(conn: psycopg.Connection, pages: Mapping[str, PageVersion], embedding_model: str) -> UpsertStats:
+@dataclass(frozen=True)
+class StoredPages:
+    """What `store_pages` wrote."""
+
+    stats: UpsertStats
+    skipped: list[str]
+    """Pages not written: retired, withdrawn or changed since the run read them (sorted keys)."""
+
+
+def store_pages(conn: psycopg.Connection, pages: Mapping[str, PageVersion], embedding_model: str) -> StoredPages:
     """Make each page (by partition key) hold exactly its rows and mark it processed for its content
     hash and `embedding_model`, in one transaction: a page's state advances with its chunks or not at
     all, so a writer killed at any point leaves the page pending and a rerun converges. Their
-    failure records (store/page_failures.py) go in the same transaction."""
+    failure records (store/page_failures.py) go in the same transaction.
+
+    Only pages still live with the content hash the rows were made from are written: under the
+    sources' locks and the pages' row locks (the lock order above) each page is checked; a page a
+    crawl retired, withdrew or changed since the run read it is skipped, not written back."""
     with conn.transaction():
-        stats = upsert_sources(conn, {(page.tenant_id, "website", key): page.rows for key, page in pages.items()})
-        mark_pages_processed(conn, {key: page.content_hash for key, page in pages.items()}, embedding_model)
-        clear_page_failures(conn, list(pages))
-    return stats
+        lock_sources(conn, [(page.tenant_id, "website", key) for key, page in pages.items()])
+        current = lock_current_pages(conn, {key: (page.tenant_id, page.content_hash) for key, page in pages.items()})
+        written = {key: page for key, page in pages.items() if key in current}
+        stats = upsert_sources(conn, {(page.tenant_id, "website", key): page.rows for key, page in written.items()})
+        mark_pages_processed(conn, {key: page.content_hash for key, page in written.items()}, embedding_model)
+        clear_page_failures(conn, list(written))
+    return StoredPages(stats, sorted(set(pages) - current))
 
 
 def _identity(row: KnowledgeRow) -> tuple[str, str, str, int]:

@@ -6,7 +6,6 @@ import re
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -93,10 +92,15 @@ def record_page(
     """Upsert one crawl outcome; return (partition key, whether its partition must be registered).
 
     A 304 keeps the stored document and hash. A failed fetch (state unknown) keeps the last good
-    document, and so does a 404/410 until the crawl decides to retire it (`retire_pages`). A
-    skipped page (noindex, duplicate, not HTML, unextractable) drops its document: its chunks go
-    with `withdraw_skipped_pages`. The links stored are the ones the crawler says the page has;
-    a 404/410 keeps its last links too, in case the mass-deletion guard keeps the page.
+    document, and so does a 404/410 until the crawl's end decides to retire it
+    (`store.retirement.close_crawl`): until then it is `failed` with its HTTP status, so `gone` is
+    only ever written together with the deletion of the page's chunks, and a crawl that dies
+    mid-way leaves no `gone` page holding chunks. A URL that answers 404/410 without ever having
+    had a document is `gone` at once (nothing to delete). A skipped page (noindex, duplicate, not
+    HTML, unextractable) drops its document: its chunks go at the crawl's end. The links stored are
+    the ones the crawler says the page has; a 404/410 keeps its last links, in case the
+    mass-deletion guard keeps the page. Any outcome means the crawl reached the page: its count of
+    crawls that did not (`unseen_crawls`) starts again.
     """
     keeps_document = page.status in ("not_modified", "failed", "gone")
     row = conn.execute(
@@ -108,7 +112,8 @@ def record_page(
                 %(etag)s, %(lm)s, %(links)s, %(title)s, %(language)s, %(document)s, %(hash)s,
                 now(), now())
         ON CONFLICT (website_id, url) DO UPDATE SET
-            status = EXCLUDED.status,
+            status = CASE WHEN EXCLUDED.status = 'gone' AND p.document IS NOT NULL THEN 'failed'
+                          ELSE EXCLUDED.status END,
             failure_reason = EXCLUDED.failure_reason,
             http_status = EXCLUDED.http_status,
             depth = LEAST(p.depth, EXCLUDED.depth),
@@ -119,7 +124,8 @@ def record_page(
             language = COALESCE(CASE WHEN %(keep)s THEN p.language ELSE EXCLUDED.language END, p.language),
             document = CASE WHEN %(keep)s THEN p.document ELSE EXCLUDED.document END,
             content_hash = CASE WHEN %(keep)s THEN p.content_hash ELSE EXCLUDED.content_hash END,
-            fetched_at = now(), last_seen_at = now(), updated_at = now()
+            fetched_at = now(), last_seen_at = now(), updated_at = now(),
+            unseen_crawls = 0, unseen_since = NULL
         RETURNING partition_key, partition_registered, document IS NOT NULL AS has_document
         """,
         {
@@ -146,6 +152,7 @@ def lock_partition_registration(conn: psycopg.Connection) -> None:
 
 def mark_partitions_registered(conn: psycopg.Connection, partition_keys: list[str]) -> None:
     """Record the keys as registered, numbered in the order they were registered in Dagster."""
+    lock_pages(conn, partition_keys)
     conn.execute(
         """
         UPDATE pages SET partition_registered = true, partition_seq = v.seq
@@ -157,98 +164,28 @@ def mark_partitions_registered(conn: psycopg.Connection, partition_keys: list[st
     )
 
 
-RETIREMENT_GUARD_SHARE = 0.30
-"""A crawl that would retire more than this share of a site's live pages (404/410 included: a
-broken deploy answers 404 everywhere) retires none; the next crawl, if it confirms, does."""
+def lock_pages(conn: psycopg.Connection, partition_keys: Collection[str]) -> None:
+    """Lock the `pages` rows of `partition_keys` until this transaction ends, in id order: the order
+    every writer of several pages takes them in (store/knowledge.py, "Lock order")."""
+    conn.execute(
+        "SELECT 1 FROM pages WHERE partition_key = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+        (list(partition_keys),),
+    )
 
 
-@dataclass(frozen=True)
-class Retirement:
-    """What a crawl's end did with the pages it found gone or no longer linked."""
-
-    retired: list[str]
-    """Partition keys retired now: their chunks, asset values and partitions must go."""
-    candidates: int
-    """Live pages the crawl found gone (404/410) or, after a clean crawl, unlinked."""
-    live: int
-    """Pages holding a document before the crawl's decision."""
-    held: str | None = None
-    """Why nothing was retired although there were candidates (the mass-deletion guard)."""
-
-
-def retire_pages(
-    conn: psycopg.Connection,
-    website_id: int,
-    crawl_started_at: datetime,
-    *,
-    clean: bool,
-    confirms_hold: bool,
-    max_share: float = RETIREMENT_GUARD_SHARE,
-) -> Retirement:
-    """Retire pages on evidence only: those the crawl found 404/410 and, when the crawl was `clean`
-    (reached everything it should, no failed fetch), those it no longer reached.
-
-    When that would retire more than `max_share` of the site's live pages, nothing is retired
-    unless `confirms_hold` (the previous crawl was held for the same reason): the 404/410 pages are
-    kept as `failed` and the reason returned. Pages without a document are retired freely.
-    """
-    live_gone = "status = 'gone' AND document IS NOT NULL"
-    live_unseen = "%(clean)s AND status <> 'gone' AND last_seen_at < %(started)s AND document IS NOT NULL"
-    params = {"website": website_id, "clean": clean, "started": crawl_started_at}
-    counts = conn.execute(
-        f"""
-        SELECT count(*) FILTER (WHERE document IS NOT NULL) AS live,
-               count(*) FILTER (WHERE ({live_gone}) OR ({live_unseen})) AS candidates
-        FROM pages WHERE website_id = %(website)s
-        """,
-        params,
-    ).fetchone()
-    live, candidates = counts["live"], counts["candidates"]
-    if candidates > max_share * live and not confirms_hold:
-        held = (
-            f"retirement held: this crawl would retire {candidates} of {live} live pages"
-            f" (more than {max_share:.0%}); the next crawl retires them if it finds the same"
-        )
-        conn.execute(
-            f"""
-            UPDATE pages SET status = 'failed', failure_reason = COALESCE(failure_reason || ' ', '') || '(' || %(held)s || ')',
-                   updated_at = now()
-            WHERE website_id = %(website)s AND {live_gone}
-            """,
-            {**params, "held": held},
-        )
-        return Retirement([], candidates, live, held)
+def lock_current_pages(conn: psycopg.Connection, versions: dict[str, tuple[str, str]]) -> set[str]:
+    """Lock the rows of these pages (key → (tenant, content hash read earlier)), in id order, and
+    return the keys still live with that text: the page of that tenant still holds a document
+    whose hash is the one read. Retired, withdrawn and changed pages are left out."""
     rows = conn.execute(
-        """
-        UPDATE pages SET status = 'gone',
-               failure_reason = CASE WHEN status = 'gone' THEN failure_reason
-                                     ELSE 'no longer linked from the site' END,
-               links = '{}', document = NULL, content_hash = NULL, processed_hash = NULL,
-               processed_model = NULL, partition_registered = false, updated_at = now()
-        WHERE website_id = %(website)s
-          AND ((status = 'gone' AND (document IS NOT NULL OR partition_registered OR processed_hash IS NOT NULL))
-               OR (%(clean)s AND status <> 'gone' AND last_seen_at < %(started)s))
-        RETURNING partition_key
-        """,
-        params,
+        "SELECT partition_key, tenant_id, content_hash, document IS NOT NULL AS live FROM pages"
+        " WHERE partition_key = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+        (list(versions),),
     ).fetchall()
-    return Retirement([r["partition_key"] for r in rows], candidates, live)
-
-
-def withdraw_skipped_pages(conn: psycopg.Connection, website_id: int) -> list[str]:
-    """Pages that now answer with content not to index (noindex, a duplicate of another URL, not
-    HTML, unextractable) stop being processed; returns their keys (their chunks, asset values and
-    partitions must go). Withdrawn at once: the page itself said so."""
-    rows = conn.execute(
-        """
-        UPDATE pages SET partition_registered = false, processed_hash = NULL, processed_model = NULL,
-               updated_at = now()
-        WHERE website_id = %s AND status = 'skipped' AND (partition_registered OR processed_hash IS NOT NULL)
-        RETURNING partition_key
-        """,
-        (website_id,),
-    ).fetchall()
-    return [r["partition_key"] for r in rows]
+    return {
+        r["partition_key"] for r in rows
+        if r["live"] and (r["tenant_id"], r["content_hash"]) == versions[r["partition_key"]]
+    }
 
 
 def count_chunks_without_live_page(conn: psycopg.Connection, partition_keys: list[str] | None = None) -> int:
@@ -375,6 +312,7 @@ def request_reprocessing(conn: psycopg.Connection, partition_keys: list[str]) ->
     """Make these pages pending again, so the pages sensor gives them page runs of their tenant;
     their stored chunks stay searchable until that run replaces them (embeddings of unchanged text
     are reused). Pages without text are left alone. The caller commits. Pages per tenant."""
+    lock_pages(conn, partition_keys)
     rows = conn.execute(
         f"UPDATE pages SET processed_hash = NULL, updated_at = now()"
         f" WHERE partition_key = ANY(%s) AND {_PROCESSABLE} AND content_hash IS NOT NULL RETURNING tenant_id",

@@ -30,7 +30,7 @@ class Website:
     last_crawled_at: datetime | None = None
     crawl_requested_at: datetime | None = None
     retirement_hold: str | None = None
-    """Why the last crawl retired nothing although it found many pages gone (see `retire_pages`)."""
+    """Why the last crawl retired nothing although it found many pages gone (see `store.retirement.close_crawl`)."""
 
     @property
     def partition_key(self) -> str:
@@ -178,9 +178,20 @@ def mark_crawl_finished(
     )
 
 
-def record_retirement_hold(conn: psycopg.Connection, website_id: int, reason: str | None) -> None:
-    """Remember (or clear, with None) why the crawl just finished retired nothing."""
-    conn.execute("UPDATE websites SET retirement_hold = %s WHERE id = %s", (reason, website_id))
+def partitions_to_drop(conn: psycopg.Connection, website_id: int) -> list[str]:
+    """Partition keys of removed pages whose `pages` partition an earlier crawl had to keep (a
+    page registered again since is left out: its partition is live)."""
+    rows = conn.execute(
+        "SELECT p.partition_key FROM websites w JOIN pages p ON p.partition_key = ANY(w.partitions_to_drop)"
+        " WHERE w.id = %s AND NOT p.partition_registered",
+        (website_id,),
+    ).fetchall()
+    return [r["partition_key"] for r in rows]
+
+
+def keep_partitions_to_drop(conn: psycopg.Connection, website_id: int, keys: list[str]) -> None:
+    """Remember the removed pages' partitions still to delete (replacing the earlier list)."""
+    conn.execute("UPDATE websites SET partitions_to_drop = %s WHERE id = %s", (sorted(keys), website_id))
 
 
 def request_crawl_again(conn: psycopg.Connection, website_id: int, consumed_at: datetime, reason: str) -> bool:

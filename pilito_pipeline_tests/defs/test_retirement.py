@@ -16,7 +16,8 @@ from pilito_pipeline.cli import main
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
 from pilito_pipeline.store.db import connect
-from pilito_pipeline.store.pages import RETIREMENT_GUARD_SHARE, count_chunks_without_live_page
+from pilito_pipeline.store.pages import count_chunks_without_live_page
+from pilito_pipeline.store.retirement import RETIREMENT_GUARD_SHARE
 from pilito_pipeline.store.websites import get_website, register_website
 from pilito_pipeline_tests.crawl.conftest import HTML, Response, SeenRequest, Site
 from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs
@@ -282,6 +283,33 @@ def test_a_held_retirement_is_dropped_when_the_site_recovers(
     assert all(live and status == "fetched" for status, live in page_states(database_url).values())
     with connect(database_url) as conn:
         assert get_website(conn, website_id).retirement_hold is None
+
+
+def test_a_site_larger_than_max_pages_retires_a_removed_page_by_age(
+    database_url: str, mutable_site: MutableSite, instance: dg.DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """Every crawl stops at max_pages, so none is clean and no unlinked page was ever retired
+    (issue 19, item 3). Now a page 3 crawls in a row did not reach, over 14 days, goes."""
+    hub_site(mutable_site, sections=2, leaves_per_section=4)  # 11 pages
+    website_id = register_site(database_url, mutable_site, max_pages=11)
+    crawl(instance, resources, website_id)
+    mutable_site.links["/s1"] = ["/", "/s1/l0", "/s1/l1", "/s1/l2", "/s1/l9"]  # l3 removed, l9 added
+    mutable_site.publish("/s1/l9", ["/s1"])
+
+    for _ in range(2):
+        kept = crawl(instance, resources, website_id)
+        assert kept["pages_fetched"] == 11 and kept["pages_retired"] == 0
+    assert page_states(database_url)["/s1/l3"] == ("fetched", True)
+    with connect(database_url) as conn:  # the two crawls that missed it began 15 days ago
+        conn.execute("UPDATE pages SET unseen_since = unseen_since - interval '15 days'")
+        conn.commit()
+
+    aged = crawl(instance, resources, website_id)
+
+    assert aged["pages_retired"] == 1 and aged["chunks_deleted"] == 0  # no page runs here
+    states = page_states(database_url)
+    assert states["/s1/l3"] == ("gone", False)
+    assert sum(1 for _, live in states.values() if live) == 11
 
 
 def test_pages_that_turn_noindex_duplicate_non_html_or_unextractable_lose_their_chunks(

@@ -171,8 +171,9 @@ def test_store_pages_advances_page_state_with_the_data_or_not_at_all(database_ur
         website = conn.execute(
             "INSERT INTO websites (tenant_id, url) VALUES ('t1', 'https://example.com') RETURNING id").fetchone()["id"]
         keys = [r["partition_key"] for r in conn.execute(
-            "INSERT INTO pages (tenant_id, website_id, url, status, content_hash) VALUES"
-            " ('t1', %(w)s, 'https://example.com/a', 'fetched', 'h1'), ('t1', %(w)s, 'https://example.com/b', 'fetched', 'h1')"
+            "INSERT INTO pages (tenant_id, website_id, url, status, content_hash, document) VALUES"
+            " ('t1', %(w)s, 'https://example.com/a', 'fetched', 'h1', '{}'),"
+            " ('t1', %(w)s, 'https://example.com/b', 'fetched', 'h1', '{}')"
             " RETURNING partition_key", {"w": website})]
         conn.commit()
         good = {key: PageVersion("t1", "h1", make_rows(("t1", "website", key), 2)) for key in keys}
@@ -188,7 +189,7 @@ def test_store_pages_advances_page_state_with_the_data_or_not_at_all(database_ur
                 " WHERE k.source_id = p.partition_key) AS chunks FROM pages p ORDER BY id")]
 
         assert state() == [(None, None, 0), (None, None, 0)]
-        assert store_pages(conn, good, MODEL) == UpsertStats(inserted=4)
+        assert store_pages(conn, good, MODEL).stats == UpsertStats(inserted=4)
         assert state() == [("h1", MODEL, 2), ("h1", MODEL, 2)]
 
 
