@@ -13,6 +13,7 @@ from pilito_pipeline.store.checks import (
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import (
     KnowledgeRow,
+    embedding_text,
     PageVersion,
     SourceKey,
     UpsertStats,
@@ -139,8 +140,9 @@ def test_changing_only_the_embedding_model_updates_rows(database_url: str) -> No
         assert upsert_sources(conn, {A: rows}) == UpsertStats(updated=2)
         assert reusable_embeddings(conn, [A], MODEL) == {}
         reusable = reusable_embeddings(conn, [A], "other-model")
-    assert set(reusable) == {text_digest(r.full_text) for r in rows} | {text_digest(r.tldr) for r in rows}
-    np.testing.assert_allclose(reusable[text_digest(rows[0].full_text)], rows[0].full_embedding, atol=1e-3)
+    # Filed under the text embedded (heading path and text: the SQL computes what `embedding_text` does).
+    assert set(reusable) == {text_digest(embedding_text(r)) for r in rows} | {text_digest(r.tldr) for r in rows}
+    np.testing.assert_allclose(reusable[text_digest(embedding_text(rows[0]))], rows[0].full_embedding, atol=1e-3)
 
 
 def test_delete_sources(database_url: str) -> None:
