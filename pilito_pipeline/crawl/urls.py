@@ -136,10 +136,6 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
-def strip_fragment(url: str) -> str:
-    return url.split("#", 1)[0]
-
-
 @dataclass(frozen=True)
 class SiteScope:
     """Which URLs belong to the website being crawled (and match its include/exclude patterns).

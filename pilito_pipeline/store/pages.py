@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -12,8 +11,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pilito_pipeline.store.page_failures import QUARANTINED, WAITING_OR_QUARANTINED
-
-PAGE_KEY_PATTERN = re.compile(r"p\d+")
 
 
 @dataclass(frozen=True)
@@ -51,12 +48,6 @@ class PendingPage:
     url: str
     content_hash: str
     document: dict[str, Any]
-
-
-def page_id_from_partition_key(key: str) -> int:
-    if not PAGE_KEY_PATTERN.fullmatch(key):
-        raise ValueError(f"not a page partition key: {key!r}")
-    return int(key[1:])
 
 
 def stored_validators(conn: psycopg.Connection, website_id: int, url: str) -> StoredValidators | None:

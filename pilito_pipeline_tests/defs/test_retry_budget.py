@@ -69,7 +69,9 @@ def test_dagster_yaml_run_retries_are_the_policys() -> None:
         assert instance.run_retries_enabled
         assert instance.run_retries_max_retries == retries.RUN_RETRIES
         assert instance.run_retries_retry_on_asset_or_op_failure is False
-    assert retries.RUN_ATTEMPTS_AFTER_A_CRASH == 2 and retries.RUN_ATTEMPTS_AFTER_A_STEP_FAILURE == 1
+    run_attempts_after_a_crash = 1 + run_retries["max_retries"]
+    run_attempts_after_a_step_failure = 1 + (run_retries["max_retries"] if run_retries["retry_on_asset_or_op_failure"] else 0)
+    assert run_attempts_after_a_crash == 2 and run_attempts_after_a_step_failure == 1
     assert chunk_embeddings.op.retry_policy.max_retries == retries.EMBEDDING_STEP_RETRIES
 
 
