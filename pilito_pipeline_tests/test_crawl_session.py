@@ -8,9 +8,10 @@ import psycopg
 
 from pilito_pipeline.crawl import CrawlConfig, crawl_website
 from pilito_pipeline.crawl_session import CrawlSession
+from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import PageVersion, store_pages
-from pilito_pipeline.store.pages import count_chunks_without_live_page, mark_partitions_registered
+from pilito_pipeline.store.pages import mark_partitions_registered
 from pilito_pipeline.store.websites import register_website
 from pilito_pipeline_tests.crawl.conftest import Site, site  # noqa: F401 (the fixture)
 from pilito_pipeline_tests.defs.test_retirement import page_text
@@ -69,7 +70,7 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
                 break  # the worker dies here: no finish, no fail
 
         assert page(conn, "/b", site) == {"status": "failed", "http_status": 404, "live": True, "chunks": 2}
-        assert gone_pages_holding_chunks(conn) == 0 and count_chunks_without_live_page(conn) == 0
+        assert gone_pages_holding_chunks(conn) == 0 and chunks_without_live_page(conn, None) == {}
 
         final = session(conn, website.id)
         for crawled in crawl_website(website.url, CONFIG, final.known):
@@ -78,4 +79,4 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
 
         assert len(retirement.retired) == 1 and retirement.chunks_deleted == 2
         assert page(conn, "/b", site) == {"status": "gone", "http_status": 404, "live": False, "chunks": 0}
-        assert gone_pages_holding_chunks(conn) == 0 and count_chunks_without_live_page(conn) == 0
+        assert gone_pages_holding_chunks(conn) == 0 and chunks_without_live_page(conn, None) == {}

@@ -36,6 +36,7 @@ from pilito_pipeline.defs.partitions import (
 )
 from pilito_pipeline.defs.recovery import (
     CRAWL_MAX_RUNTIME_SECONDS,
+    ENDED_UNFINISHED,
     MAX_RUNTIME_TAG,
     PAGE_RUN_MAX_RUNTIME_SECONDS,
     RECOVERED_TAG,
@@ -71,7 +72,6 @@ ACTIVE_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-ENDED_UNFINISHED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 @dg.sensor(
@@ -177,7 +177,7 @@ def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageR
     active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES, tags={RUN_KIND_TAG: "pages"}))
     failed = instance.get_runs(
         filters=dg.RunsFilter(
-            statuses=ENDED_UNFINISHED,
+            statuses=list(ENDED_UNFINISHED),
             tags={RUN_KIND_TAG: "pages"},
             updated_after=now - timedelta(seconds=RETRY_DELAY_SECONDS),
         )

@@ -179,21 +179,6 @@ def lock_current_pages(conn: psycopg.Connection, versions: dict[str, tuple[str, 
     }
 
 
-def count_chunks_without_live_page(conn: psycopg.Connection, partition_keys: list[str] | None = None) -> int:
-    """Website chunks whose page is missing, another tenant's, or holds no document (gone, skipped),
-    among `partition_keys` (every page when None)."""
-    row = conn.execute(
-        """
-        SELECT count(*) AS n FROM tenant_knowledge k
-        WHERE k.chunk_type = 'website' AND (%(keys)s::text[] IS NULL OR k.source_id = ANY(%(keys)s))
-          AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.partition_key = k.source_id
-                          AND p.tenant_id = k.tenant_id AND p.document IS NOT NULL)
-        """,
-        {"keys": partition_keys},
-    ).fetchone()
-    return int(row["n"])
-
-
 @dataclass(frozen=True)
 class PendingKey:
     """A page that needs a run, as the pages sensor sees it: no document, just what a run needs."""

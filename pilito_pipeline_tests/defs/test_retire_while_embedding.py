@@ -16,9 +16,9 @@ import pytest
 from pilito_pipeline.crawl import crawl_website
 from pilito_pipeline.crawl_session import CrawlSession
 from pilito_pipeline.defs.partitions import FIRST_REGISTRATION_BATCH, REGISTRATION_BATCH, register_page_partitions
+from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import KNOWLEDGE_LOCK_NAMESPACE, source_lock_keys
-from pilito_pipeline.store.pages import count_chunks_without_live_page
 from pilito_pipeline_tests.defs.conftest import PAGE_ASSETS, run_sensors_and_runs
 from pilito_pipeline_tests.defs.test_retirement import MutableSite, hub_site, mutable_site, register_site  # noqa: F401
 
@@ -92,4 +92,4 @@ def test_a_page_retired_while_its_page_run_embeds_does_not_come_back(
         assert page == {"status": "gone", "empty": True, "processed_hash": None}
         assert watcher.execute("SELECT count(*) AS n FROM tenant_knowledge WHERE source_id = %s",
                                (key,)).fetchone()["n"] == 0
-        assert count_chunks_without_live_page(watcher) == 0
+        assert chunks_without_live_page(watcher, None) == {}

@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
-from pilito_pipeline.store.pages import count_chunks_without_live_page
 from pilito_pipeline_tests.defs.daemon_stack import DaemonStack, daemon_stack, generate_site, served, wait_for
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ def test_pages_retired_while_their_page_runs_embed_stay_retired(tmp_path: Path) 
                     " FROM pages p WHERE url = ANY(%s)", (removed,),
                 ).fetchall()
                 assert all(s["status"] == "gone" and not s["live"] and s["chunks"] == 0 for s in states), states
-                assert count_chunks_without_live_page(conn) == 0
+                assert chunks_without_live_page(conn, None) == {}
             failed = [r for r in stack.runs() if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
             assert not failed, [
                 event.dagster_event.step_failure_data.error.to_string()

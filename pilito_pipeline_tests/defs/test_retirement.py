@@ -15,8 +15,8 @@ import pytest
 from pilito_pipeline.cli import main
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
+from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
-from pilito_pipeline.store.pages import count_chunks_without_live_page
 from pilito_pipeline.store.retirement import RETIREMENT_GUARD_SHARE
 from pilito_pipeline.store.websites import get_website, register_website
 from pilito_pipeline_tests.crawl.conftest import HTML, Response, SeenRequest, Site
@@ -160,7 +160,7 @@ def test_an_outage_of_the_hub_pages_loses_nothing(
     assert all(states[p] == ("failed", True) for p in paths if p.count("/") == 1 and p != "/")
     assert all(states[p][1] and states[p][0] != "gone" for p in paths)
     with connect(database_url) as conn:
-        assert count_chunks_without_live_page(conn) == 0
+        assert chunks_without_live_page(conn, None) == {}
 
 
 def test_a_404_retires_its_page(
@@ -347,7 +347,7 @@ def test_pages_that_turn_noindex_duplicate_non_html_or_unextractable_lose_their_
             "   AND document IS NULL AND processed_hash IS NULL AND NOT partition_registered) AS withdrawn",
             {"k": removed},
         ).fetchone()
-        assert count_chunks_without_live_page(conn) == 0
+        assert chunks_without_live_page(conn, None) == {}
     assert left == {"chunks": 0, "withdrawn": 4}
     assert knowledge_counts(database_url)[1] == 5
     assert not set(removed) & set(instance.get_dynamic_partitions(pages_partitions.name))

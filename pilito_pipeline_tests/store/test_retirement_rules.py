@@ -9,9 +9,10 @@ from collections.abc import Iterable, Iterator
 import psycopg
 import pytest
 
+from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import PageVersion, store_pages
-from pilito_pipeline.store.pages import PageRecord, count_chunks_without_live_page, mark_partitions_registered, record_page
+from pilito_pipeline.store.pages import PageRecord, mark_partitions_registered, record_page
 from pilito_pipeline.store.retirement import Retirement, RetirementPolicy, close_crawl
 from pilito_pipeline.store.websites import get_website, register_website
 from pilito_pipeline_tests.store.test_knowledge import MODEL, make_rows
@@ -82,7 +83,7 @@ def test_a_hold_is_confirmed_only_by_the_same_pages_missing_again(conn: psycopg.
 
     assert sorted(third.retired) == sorted(keys[4:9]) and third.held is None
     assert live_pages(conn) == {url(i) for i in (0, 1, 2, 3, 9)}
-    assert third.chunks_deleted == 5 * 2 and count_chunks_without_live_page(conn) == 0
+    assert third.chunks_deleted == 5 * 2 and chunks_without_live_page(conn, None) == {}
     website = get_website(conn, website_id)
     assert website.retirement_hold is None
 

@@ -12,9 +12,10 @@ from datetime import datetime
 import psycopg
 import pytest
 
+from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import PageVersion, store_pages
-from pilito_pipeline.store.pages import PageRecord, count_chunks_without_live_page, load_pages, mark_partitions_registered, record_page
+from pilito_pipeline.store.pages import PageRecord, load_pages, mark_partitions_registered, record_page
 from pilito_pipeline.store.retirement import RetirementPolicy, close_crawl
 from pilito_pipeline.store.websites import register_website
 from pilito_pipeline_tests.store.test_knowledge import MODEL, make_rows
@@ -87,7 +88,7 @@ def test_a_page_retired_between_the_runs_read_and_its_write_stays_retired(databa
         assert stored.skipped == sorted(keys[2:])
         assert stored.stats.inserted == 2 * 4 - 2 * 3 and stored.stats.updated == 2 * 3
         assert chunk_sources(conn) == {key: {"v2"} for key in keys[:2]}
-        assert count_chunks_without_live_page(conn) == 0
+        assert chunks_without_live_page(conn, None) == {}
         gone = conn.execute(
             "SELECT count(*) AS n FROM pages WHERE partition_key = ANY(%s) AND status = 'gone'"
             " AND document IS NULL AND processed_hash IS NULL AND NOT partition_registered", (keys[2:],),
@@ -165,5 +166,5 @@ def test_a_crawl_retiring_pages_while_a_page_run_writes_them_20_times(database_u
             assert not retired & stored.keys(), repetition
             assert {key: stored[key] for key in keep} == {key: {"v2"} for key in keep}, repetition
             assert set(outcome["stored"].skipped) in (set(), retired), repetition
-            assert count_chunks_without_live_page(setup) == 0
+            assert chunks_without_live_page(setup, None) == {}
             setup.commit()
