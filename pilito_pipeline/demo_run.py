@@ -35,6 +35,7 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
     settings = settings_from_env()
 
     from pilito_pipeline.demo import serve_demo_site
+    from pilito_pipeline.embed import configured_model_name
     from pilito_pipeline.store.db import connect
     from pilito_pipeline.store.websites import register_website
 
@@ -49,7 +50,7 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
                 website_id = register_website(conn, DEMO_TENANT, site_url, max_pages=50).id
                 conn.commit()
             print(f"registered {site_url} for tenant '{DEMO_TENANT}'; waiting for Dagster...", flush=True)
-            wait_for_pipeline(stack.database_url, website_id)
+            wait_for_pipeline(stack.database_url, website_id, configured_model_name(settings))
             print(f"pipeline done in {time.monotonic() - started:.0f}s (since start of the demo command)")
             ask_questions(settings)
             if keep_running:
@@ -61,9 +62,12 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
     return 0
 
 
-def wait_for_pipeline(url: str, website_id: int) -> None:
-    """Until Dagster's sensors have crawled the site and chunked/embedded all its pages."""
+def wait_for_pipeline(url: str, website_id: int, embedding_model: str) -> None:
+    """Until Dagster's sensors have crawled the site and chunked/embedded all its pages with
+    `embedding_model` (the name the configured provider stores)."""
+    from pilito_pipeline.store.ann_indexes import searchable_chunk_count
     from pilito_pipeline.store.db import connect
+    from pilito_pipeline.store.pages import count_pending, website_page_keys
 
     def crawl_done() -> bool:
         with connect(url) as conn:
@@ -76,14 +80,10 @@ def wait_for_pipeline(url: str, website_id: int) -> None:
         return bool(row["done"]) and row["status"] == "ready"
 
     def pages_done() -> bool:
+        """No page of the site needs a run (for its text and the configured model), and some are searchable."""
         with connect(url) as conn:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE content_hash IS DISTINCT FROM processed_hash"
-                "   AND status IN ('fetched','not_modified')) AS pending,"
-                " count(*) FILTER (WHERE processed_hash IS NOT NULL) AS done FROM pages WHERE website_id = %s",
-                (website_id,),
-            ).fetchone()
-        return row["pending"] == 0 and row["done"] > 0
+            pending = count_pending(conn, website_page_keys(conn, website_id), embedding_model)
+            return pending == 0 and searchable_chunk_count(conn, DEMO_TENANT) > 0
 
     last_report: list[str] = []
 

@@ -331,6 +331,12 @@ def mark_pages_processed(conn: psycopg.Connection, processed: dict[str, str], em
     )
 
 
+def website_page_keys(conn: psycopg.Connection, website_id: int) -> list[str]:
+    """The partition keys of a website's pages."""
+    rows = conn.execute("SELECT partition_key FROM pages WHERE website_id = %s ORDER BY id", (website_id,)).fetchall()
+    return [r["partition_key"] for r in rows]
+
+
 def page_status_counts(conn: psycopg.Connection, website_id: int) -> dict[str, int]:
     rows = conn.execute(
         "SELECT status, count(*) AS n FROM pages WHERE website_id = %s GROUP BY status", (website_id,)
