@@ -95,17 +95,8 @@ def cmd_add_faq(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_answer(result: dict, limit: int = 3) -> None:
-    chunks = result["primary_context"] + result["secondary_context"]
-    print(f"  method={result['retrieval_method']} chunks={result['total_chunks']}"
-          f" latency={result['performance']['latency_ms']:.0f}ms")
-    for rank, chunk in enumerate(chunks[:limit], start=1):
-        text = " ".join(chunk["text"].split())
-        print(f"  {rank}. [{chunk.get('chunk_type')}] {chunk.get('url') or chunk.get('document_id')}"
-              f" — {chunk.get('section_title') or ''}\n     {text[:160]}")
-
-
 def cmd_ask(args: argparse.Namespace) -> int:
+    from pilito_pipeline.answers import print_answer
     from pilito_pipeline.retrieval import Retriever
 
     with Retriever.from_settings(get_settings()) as retriever:

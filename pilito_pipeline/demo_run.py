@@ -104,7 +104,7 @@ def wait_for_pipeline(url: str, website_id: int, embedding_model: str) -> None:
 
 
 def ask_questions(settings: Settings) -> None:
-    from pilito_pipeline.cli import print_answer
+    from pilito_pipeline.answers import print_answer
     from pilito_pipeline.retrieval import Retriever
 
     with Retriever.from_settings(settings) as retriever:
