@@ -42,13 +42,15 @@ torch: $(BIN)/.installed
 	    $(PYPI_ONLY) $(PIP) install --require-hashes --no-deps -r requirements-torch-cuda.lock; }
 
 # Proves that PyPI alone serves every file the runtime and dev locks pin, hash for hash: resolves and
-# downloads each (no cache, no local wheel folders, no mirrors) without installing anything.
+# downloads each (no cache, no local wheel folders, no mirrors) without installing anything. The
+# CUDA torch fallback (2.7 GB) and the image's deploy lock are checked against PyPI's index hashes.
 check-pypi:
 	$(PYTHON) -m venv .pypi-check
 	for lock in requirements.lock requirements-dev.lock; do \
 	  $(PYPI_ONLY) .pypi-check/bin/python -m pip --disable-pip-version-check install --quiet --dry-run \
 	    --ignore-installed --no-cache-dir --require-hashes --no-deps -r $$lock || exit 1; \
 	done
+	$(PYTHON) .ci/pypi_serves.py requirements-torch-cuda.lock docker/requirements-deploy.lock
 	rm -rf .pypi-check
 
 demo: $(BIN)/.installed
@@ -76,7 +78,7 @@ lock:
 	.lock-tools/bin/python .ci/lock_rest.py .lock-tools/torch-full.lock requirements-dev.lock -o requirements-torch.lock \
 	  --header "$$(printf '%s\n' 'The torch extra over requirements-dev.lock (make lock; installed by make torch).' \
 	  'torch is the CPU build: download.pytorch.org/whl/cpu (PyPI serves only the CUDA build).')"
-	sed 's/^torch==\([^+ ]*\)+cpu /torch==\1 /' .lock-tools/torch-full.lock > .lock-tools/torch-cuda-full.lock
+	sed '/^torch==/,/^[^ ]/{/^torch==/d;/^ /d}' .lock-tools/torch-full.lock > .lock-tools/torch-cuda-full.lock  # pip-compile would reuse the CPU build's hash
 	$(PYPI_ONLY) $(COMPILE) --extra embedded --extra test --extra torch -o .lock-tools/torch-cuda-full.lock pyproject.toml
 	.lock-tools/bin/python .ci/lock_rest.py .lock-tools/torch-cuda-full.lock requirements-dev.lock -o requirements-torch-cuda.lock \
 	  --header "$$(printf '%s\n' 'The torch extra over requirements-dev.lock from PyPI alone: PyPI serves torch for Linux x86_64 only' \
