@@ -175,6 +175,7 @@ def test_the_pypi_fallback_is_the_same_torch_extra_with_pypis_cuda_build(
     dev_lock: dict[str, Pin], torch_lock: dict[str, Pin], torch_cuda_lock: dict[str, Pin]
 ) -> None:
     assert torch_cuda_lock["torch"].version == torch_lock["torch"].version.removesuffix("+cpu")
+    assert not torch_cuda_lock["torch"].hashes & torch_lock["torch"].hashes  # PyPI's wheel, not the CPU build's
     cuda_only = set(torch_cuda_lock) - set(torch_lock)
     assert cuda_only and all(name.startswith(("nvidia-", "triton", "cuda-")) for name in cuda_only), cuda_only
     assert set(torch_lock) <= set(torch_cuda_lock)
