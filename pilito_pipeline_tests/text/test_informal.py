@@ -47,3 +47,15 @@ def test_a_whole_question_and_the_clitic_noun() -> None:
 def test_normalises_like_indexing() -> None:
     assert formalize("ميشه").text == f"می{ZWNJ}شود"  # Arabic yeh folded first
     assert formalize("").text == ""
+
+
+@pytest.mark.parametrize(("spoken", "stem"), [
+    ("سرورای", "سرور"),      # spoken plural ای (سرورهای)
+    ("کارمندا", "کارمند"),    # spoken plural ا
+    ("پروکسیه", "پروکسی"),   # ه for است
+    ("پاکشون", "پاک"),        # spoken possessive شون
+    ("عکسرو", "عکس"),         # object clitic رو
+])
+def test_spoken_endings_offer_the_stem_without_rewriting(spoken: str, stem: str) -> None:
+    result = formalize(f"این {spoken}")
+    assert result.extra_words == (stem,) and spoken in result.text
