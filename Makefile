@@ -60,7 +60,7 @@ up: $(BIN)/.installed
 	$(BIN)/pilito-pipeline up
 
 test: $(BIN)/.torch browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 # Re-resolve the locks from pyproject.toml: the runtime and dev locks from PyPI alone; the others keep
 # their bases' versions and hold only what their bases lack (.ci/lock_rest.py).
