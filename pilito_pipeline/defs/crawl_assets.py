@@ -1,6 +1,6 @@
 """The crawl asset: one materialisation per website partition.
 
-A thin layer over `pilito_pipeline.crawl_session.CrawlSession`: it fetches the site (crawl/),
+A thin layer over `pilito_pipeline.ingest.crawl_session.CrawlSession`: it fetches the site (crawl/),
 extracts each HTML page's document (text/), stores pages as they come, and registers pages with new
 text as `pages` partitions in batches, so the pages sensor can launch chunk/embedding runs over
 contiguous key ranges. Pages gone from the site or now not to be indexed lose their chunks at the
@@ -11,7 +11,7 @@ crawl's end (`store.retirement.close_crawl`), and then their partition here.
 import dagster as dg
 
 from pilito_pipeline.crawl import crawl_website
-from pilito_pipeline.crawl_session import CrawlSession
+from pilito_pipeline.ingest.crawl_session import CrawlSession
 from pilito_pipeline.defs.partitions import (
     FIRST_REGISTRATION_BATCH,
     REGISTRATION_BATCH,

@@ -17,7 +17,7 @@ import dagster as dg
 from pilito_pipeline.defs.partitions import maintenance_run_tags, refuse_unless_maintenance_run
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import ACTIVE_STATUSES
-from pilito_pipeline.ingest import reembed_entries, stale_entries
+from pilito_pipeline.ingest.sources import reembed_entries, stale_entries
 
 ENTRY_RUN_TAGS = maintenance_run_tags("entries")
 

@@ -22,7 +22,7 @@ import dagster as dg
 from pilito_pipeline.defs.partitions import BACKFILL_TAG, MAX_PAGES_PER_RUN, is_tenant_page_run, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.embed import ProviderMisconfigured, embed_groups
-from pilito_pipeline.ingest import knowledge_rows
+from pilito_pipeline.ingest.sources import knowledge_rows
 from pilito_pipeline.retries import (
     EMBEDDING_STEP_RETRIES, EMBEDDING_STEP_RETRY_DELAY_SECONDS, PAGE_ATTEMPTS, PAGE_RETRY_DELAY_SECONDS,
 )

@@ -32,11 +32,11 @@ import dagster as dg  # noqa: E402
 
 from pilito_pipeline.defs.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, RUN_KIND_TAG  # noqa: E402
 from pilito_pipeline.embed import build_provider, embed_rows  # noqa: E402
-from pilito_pipeline.ingest import knowledge_rows  # noqa: E402
+from pilito_pipeline.ingest.sources import knowledge_rows  # noqa: E402
 from pilito_pipeline.retrieval import Retriever  # noqa: E402
 from pilito_pipeline.settings import settings_from_env  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
-from pilito_pipeline.up import stop_on_signals  # noqa: E402
+from pilito_pipeline.app.up import stop_on_signals  # noqa: E402
 from pilito_pipeline.text import ExtractedDocument, chunk_document  # noqa: E402
 from pilito_pipeline_tests.retrieval.demo_corpus import HANDBOOK_SITE_DIR  # noqa: E402
 from pilito_pipeline_tests.defs.daemon_stack import daemon_stack, generate_site, served, wait_for  # noqa: E402

@@ -42,7 +42,7 @@ from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks  # no
 from pilito_pipeline.defs.partitions import page_run_tags, register_page_partitions, run_partition_seqs  # noqa: E402
 from pilito_pipeline.defs.resources_from_env import resources_from_settings  # noqa: E402
 from pilito_pipeline.defs.sensors import pending_pages_sensor  # noqa: E402
-from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database, prepare_dagster_home  # noqa: E402
+from pilito_pipeline.app.dagster_process import DagsterProcess, ensure_dagster_database, prepare_dagster_home  # noqa: E402
 from pilito_pipeline.settings import PROJECT_ROOT, settings_from_env  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.store.pages import has_pending_pages  # noqa: E402

@@ -27,7 +27,7 @@ import dagster as dg  # noqa: E402
 
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
-from pilito_pipeline.up import stop_on_signals  # noqa: E402
+from pilito_pipeline.app.up import stop_on_signals  # noqa: E402
 from pilito_pipeline_tests.defs.daemon_stack import DEADLINE, daemon_stack, generate_site, served  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import trafilatura
 
-from pilito_pipeline.demo import SITE_DIR
+from pilito_pipeline.app.demo import SITE_DIR
 from pilito_pipeline.text import ExtractionError, chunk_document, estimate_tokens, extract_document, split_sentences
 
 BASELINE_WINDOW_WORDS = 100

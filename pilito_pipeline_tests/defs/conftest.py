@@ -16,7 +16,7 @@ from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import TENANT_TAG
 from pilito_pipeline.defs.resources import CrawlerResource, DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import pending_pages_sensor, website_crawl_sensor
-from pilito_pipeline.demo import serve_demo_site
+from pilito_pipeline.app.demo import serve_demo_site
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import register_website
 

@@ -30,7 +30,7 @@ from pilito_pipeline.defs.partitions import (
     TENANT_TAG,
     pages_partitions,
 )
-from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database, start_dagster
+from pilito_pipeline.app.dagster_process import DagsterProcess, ensure_dagster_database, start_dagster
 from pilito_pipeline.settings import settings_from_env
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.migrate import migrate

@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from pilito_pipeline.cli import main as cli_main
+from pilito_pipeline.app.cli import main as cli_main
 from pilito_pipeline.defs.entry_assets import ENTRY_RUN_TAGS, entry_embeddings, stale_entries_sensor
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.ingest import faq_source_id, ingest_faq, ingest_manual
+from pilito_pipeline.ingest.sources import faq_source_id, ingest_faq, ingest_manual
 from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.defs.daemon_stack import wait_for
 from pilito_pipeline_tests.embed.openai_server import EmbeddingServer, running_server

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from pilito_pipeline.defs.partitions import MAINTENANCE_TAG, RUN_KIND_TAG, TENANT_TAG
-from pilito_pipeline.ingest import ingest_faq
+from pilito_pipeline.ingest.sources import ingest_faq
 from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.bench.bench_partitions import LAUNCH_RUN
 from pilito_pipeline_tests.defs.daemon_stack import DaemonStack, daemon_stack, generate_site, served, wait_for

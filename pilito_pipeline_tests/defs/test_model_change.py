@@ -9,7 +9,7 @@ import pytest
 from pilito_pipeline.defs.entry_assets import entry_embeddings, stale_entries_sensor
 from pilito_pipeline.defs.resources import EmbeddingResource
 from pilito_pipeline.embed.local import packaged_model_path
-from pilito_pipeline.ingest import ingest_faq, ingest_manual
+from pilito_pipeline.ingest.sources import ingest_faq, ingest_manual
 from pilito_pipeline.retrieval.dense import dense_search
 from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.defs.conftest import register, run_sensors_and_runs

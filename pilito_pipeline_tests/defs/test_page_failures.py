@@ -14,15 +14,15 @@ import dagster as dg
 import pytest
 
 from pilito_pipeline import retries
-from pilito_pipeline.cli import main as cli_main
+from pilito_pipeline.app.cli import main as cli_main
 from pilito_pipeline.defs.checks import knowledge_run_checks
 from pilito_pipeline.defs.io_managers import run_values_io_manager
 from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import register_page_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import pending_pages_sensor
-from pilito_pipeline.metrics import ingestion_registry
-from pilito_pipeline.status import render_status
+from pilito_pipeline.app.metrics_exporter import ingestion_registry
+from pilito_pipeline.app.status import render_status
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.page_failures import quarantined_pages
 from pilito_pipeline.store.pages import PageRecord, count_pending, record_page

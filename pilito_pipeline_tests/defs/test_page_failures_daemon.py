@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from pilito_pipeline import retries
-from pilito_pipeline.cli import main as cli_main
+from pilito_pipeline.app.cli import main as cli_main
 from pilito_pipeline.defs.partitions import BACKFILL_TAG
 from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.defs.daemon_stack import daemon_stack, generate_site, served, wait_for

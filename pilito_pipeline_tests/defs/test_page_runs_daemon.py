@@ -14,7 +14,7 @@ import pytest
 import dagster as dg
 
 from pilito_pipeline.defs.partitions import BACKFILL_TAG, RUN_KIND_TAG, TENANT_TAG
-from pilito_pipeline.launcher import DAGSTER_DATABASE
+from pilito_pipeline.app.dagster_process import DAGSTER_DATABASE
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.server import APP_DATABASE
 from pilito_pipeline_tests.defs.daemon_stack import DaemonStack, daemon_stack, generate_site, served, wait_for
@@ -44,7 +44,7 @@ def test_a_slow_crawl_gives_each_page_one_run_and_runs_pages_while_crawling(tmp_
         assert_disjoint_and_complete(stack, runs, order)
         assert all(run.dagster_run.tags[TENANT_TAG] == "slow" for run in runs)
 
-        # Dagster's own database does not wait for the disk on each event commit (launcher.py).
+        # Dagster's own database does not wait for the disk on each event commit (app/dagster_process.py).
         dagster_url = stack.database_url.replace(f"/{APP_DATABASE}?", f"/{DAGSTER_DATABASE}?")
         with psycopg.connect(dagster_url) as conn:  # no pgvector there: a plain connection
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)

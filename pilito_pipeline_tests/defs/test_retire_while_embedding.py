@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pilito_pipeline.crawl import crawl_website
-from pilito_pipeline.crawl_session import CrawlSession
+from pilito_pipeline.ingest.crawl_session import CrawlSession
 from pilito_pipeline.defs.partitions import (
     FIRST_REGISTRATION_BATCH,
     REGISTRATION_BATCH,

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pilito_pipeline.cli import main
+from pilito_pipeline.app.cli import main
 from pilito_pipeline.defs.crawl_assets import website_crawl
 from pilito_pipeline.defs.partitions import pages_partitions, websites_partitions
 from pilito_pipeline.store.checks import chunks_without_live_page

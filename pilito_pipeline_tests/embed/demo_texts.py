@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from pilito_pipeline.demo import SITE_DIR
+from pilito_pipeline.app.demo import SITE_DIR
 from pilito_pipeline.text.chunking import chunk_document
 from pilito_pipeline.text.extract import ExtractionError, detect_language, extract_document
 

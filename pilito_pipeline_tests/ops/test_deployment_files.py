@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from pilito_pipeline.cli import build_parser
-from pilito_pipeline.launcher import DAGSTER_PROCESS_ENV
+from pilito_pipeline.app.cli import build_parser
+from pilito_pipeline.app.dagster_process import DAGSTER_PROCESS_ENV
 from pilito_pipeline.settings import PROJECT_ROOT
 
 DOCKER = PROJECT_ROOT / "docker"

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pilito_pipeline.metrics import ingestion_registry, serve_ingestion_metrics
+from pilito_pipeline.app.metrics_exporter import ingestion_registry, serve_ingestion_metrics
 from pilito_pipeline.retrieval import Retriever
 from pilito_pipeline.settings import Settings
 from pilito_pipeline_tests.defs.conftest import register

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from pilito_pipeline.defs.crawl_assets import website_crawl
-from pilito_pipeline.status import render_status
+from pilito_pipeline.app.status import render_status
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.site_status import site_statuses
 from pilito_pipeline_tests.defs.conftest import register

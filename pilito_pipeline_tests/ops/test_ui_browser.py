@@ -87,8 +87,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from pilito_pipeline.demo import serve_demo_site
-    from pilito_pipeline.launcher import start_dagster
+    from pilito_pipeline.app.demo import serve_demo_site
+    from pilito_pipeline.app.dagster_process import start_dagster
     from pilito_pipeline.settings import settings_from_env
     from pilito_pipeline.store.db import resolve_database_url
     from pilito_pipeline.store.migrate import migrate

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG, TENANT_TAG
-from pilito_pipeline.ingest import knowledge_rows
-from pilito_pipeline.launcher import DagsterProcess, ensure_dagster_database, launch_dagster_dev
+from pilito_pipeline.ingest.sources import knowledge_rows
+from pilito_pipeline.app.dagster_process import DagsterProcess, ensure_dagster_database, launch_dagster_dev
 from pilito_pipeline.settings import PROJECT_ROOT
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.migrate import migrate

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psycopg
 
-from pilito_pipeline.demo import SITE_DIR
+from pilito_pipeline.app.demo import SITE_DIR
 from pilito_pipeline.embed import EmbeddingProvider, embed_rows
-from pilito_pipeline.ingest import knowledge_rows
+from pilito_pipeline.ingest.sources import knowledge_rows
 from pilito_pipeline.store.knowledge import KnowledgeRow, upsert_sources
 from pilito_pipeline.text import ExtractionError, chunk_document, extract_document
 

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from pilito_pipeline.embed.openai_provider import OpenAIProvider
-from pilito_pipeline.ingest import ingest_faq
+from pilito_pipeline.ingest.sources import ingest_faq
 from pilito_pipeline.store.ann_indexes import ann_index_names
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.tenants import InvalidTenantId, check_tenant_id

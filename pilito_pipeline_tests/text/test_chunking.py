@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pilito_pipeline.demo import SITE_DIR
+from pilito_pipeline.app.demo import SITE_DIR
 from pilito_pipeline.text import (
     Block,
     Chunk,

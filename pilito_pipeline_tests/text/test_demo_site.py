@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pilito_pipeline.demo import SITE_DIR, DemoSiteServer, serve_demo_site
+from pilito_pipeline.app.demo import SITE_DIR, DemoSiteServer, serve_demo_site
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pilito_pipeline.demo import SITE_DIR
+from pilito_pipeline.app.demo import SITE_DIR
 from pilito_pipeline.text import (
     Block,
     ExtractedDocument,

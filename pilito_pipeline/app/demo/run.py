@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from pilito_pipeline.settings import Settings, settings_from_env
-from pilito_pipeline.up import running_stack, stop_on_signals, wait_for_interrupt
+from pilito_pipeline.app.up import running_stack, stop_on_signals, wait_for_interrupt
 
 DEMO_TENANT = "demo"
 QUESTIONS = ("شهریه دوره آیلتس چقدر است؟", "Do you offer scholarships for students?")
@@ -34,7 +34,7 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
     os.environ.setdefault("CRAWL_RATE_LIMIT_SECONDS", "0.05")
     settings = settings_from_env()
 
-    from pilito_pipeline.demo import serve_demo_site
+    from pilito_pipeline.app.demo import serve_demo_site
     from pilito_pipeline.embed import configured_model_name
     from pilito_pipeline.store.db import connect
     from pilito_pipeline.store.websites import register_website
@@ -104,7 +104,7 @@ def wait_for_pipeline(url: str, website_id: int, embedding_model: str) -> None:
 
 
 def ask_questions(settings: Settings) -> None:
-    from pilito_pipeline.answers import print_answer
+    from pilito_pipeline.app.answers import print_answer
     from pilito_pipeline.retrieval import Retriever
 
     with Retriever.from_settings(settings) as retriever:

@@ -43,7 +43,7 @@ def cmd_register_website(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from pilito_pipeline.embed import configured_model_name
-    from pilito_pipeline.status import render_status
+    from pilito_pipeline.app.status import render_status
     from pilito_pipeline.store.db import connect
     from pilito_pipeline.store.site_status import site_statuses
 
@@ -75,7 +75,7 @@ def _provider():
 
 
 def cmd_add_manual(args: argparse.Namespace) -> int:
-    from pilito_pipeline.ingest import ingest_manual
+    from pilito_pipeline.ingest.sources import ingest_manual
     from pilito_pipeline.store.db import connect
 
     text = Path(args.file).read_text(encoding="utf-8") if args.file != "-" else sys.stdin.read()
@@ -86,7 +86,7 @@ def cmd_add_manual(args: argparse.Namespace) -> int:
 
 
 def cmd_add_faq(args: argparse.Namespace) -> int:
-    from pilito_pipeline.ingest import ingest_faq
+    from pilito_pipeline.ingest.sources import ingest_faq
     from pilito_pipeline.store.db import connect
 
     with connect(_database_url(), autocommit=True) as conn:  # the write is one transaction; embedding holds none
@@ -96,7 +96,7 @@ def cmd_add_faq(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from pilito_pipeline.answers import print_answer
+    from pilito_pipeline.app.answers import print_answer
     from pilito_pipeline.retrieval import Retriever
 
     with Retriever.from_settings(get_settings()) as retriever:
@@ -139,7 +139,7 @@ def _use_data_dir(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from pilito_pipeline.up import StackAlreadyRunning, run_up
+    from pilito_pipeline.app.up import StackAlreadyRunning, run_up
 
     _use_data_dir(args)
     try:
@@ -154,7 +154,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from pilito_pipeline.metrics import serve_ingestion_metrics
+    from pilito_pipeline.app.metrics_exporter import serve_ingestion_metrics
 
     with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME's instance: where every run reports
         server, _ = serve_ingestion_metrics(instance, args.port, args.host)
@@ -169,8 +169,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pilito_pipeline.demo_run import run_demo
-    from pilito_pipeline.up import StackAlreadyRunning
+    from pilito_pipeline.app.demo.run import run_demo
+    from pilito_pipeline.app.up import StackAlreadyRunning
 
     _use_data_dir(args)
     try:

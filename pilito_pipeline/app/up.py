@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pilito_pipeline.launcher import DagsterProcess, start_dagster
+from pilito_pipeline.app.dagster_process import DagsterProcess, start_dagster
 from pilito_pipeline.settings import Settings
 
 LOCK_FILE = "stack.lock"
