@@ -34,7 +34,7 @@ from pilito_pipeline.embed import EmbeddingProvider, build_provider
 from pilito_pipeline.retrieval.bm25 import bm25_ceiling, bm25_search, tenant_chunk_count
 from pilito_pipeline.retrieval.chunks import fetch_chunks, fetch_parents
 from pilito_pipeline.retrieval.config import RetrievalConfig
-from pilito_pipeline.retrieval.dense import dense_search, tenant_dense_plan
+from pilito_pipeline.retrieval.dense import DensePlan, dense_search, tenant_dense_plan
 from pilito_pipeline.retrieval.flags import FeatureFlags
 from pilito_pipeline.retrieval.fusion import evidence_fusion, reciprocal_rank_fusion
 from pilito_pipeline.retrieval.metrics import RagMetrics
@@ -131,6 +131,30 @@ class _Stopwatch:
             yield
         finally:
             self.stages[name] = self.stages.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+
+@dataclass
+class _Call:
+    """One `retrieve_context` call's plan and what its stages found out along the way."""
+
+    tenant_id: str
+    analysis: QueryAnalysis
+    flags: dict[str, Any]
+    production: bool
+    method: str
+    weights: dict[str, float]
+    dense_k: int
+    sparse_k: int
+    top_k: int
+    terms: tuple[str, ...]
+    watch: _Stopwatch
+    vector: np.ndarray | None = None
+    degradations: list[Degradation] = field(default_factory=list)
+    tenant_chunks: int = 0
+    plan: DensePlan = "exact"
+    used_dense: bool = False
+    used_bm25: bool = False
+    reranked: bool = False
 
 
 class Retriever:
@@ -235,96 +259,113 @@ class Retriever:
         """Context for `query` from `tenant_id`'s knowledge only; see the module docstring."""
         started = time.perf_counter()
         groups = _groups(tenant_id, primary_source, secondary_sources, primary_budget, secondary_budget)
+        call = self._plan(query, tenant_id)
+        try:
+            with self.pool.connection() as conn:
+                ranked = self._search(conn, call, groups)
+                ranking = list(ranked["primary"])
+                packed = self._pack(conn, call, groups, ranked)
+        except (psycopg.Error, PoolTimeout) as exc:
+            # Raised past the per-stage fallbacks: the database is down or its knowledge unreadable.
+            self.metrics.errors_total.labels(call.method, "database").inc()
+            raise RetrievalUnavailable(f"knowledge database unusable: {type(exc).__name__}") from exc
+
+        primary = packed.get("primary", [])
+        secondary = packed.get("secondary", [])
+        retrieval_method = _method_name(call.production, call.used_dense, call.used_bm25, call.reranked)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._record(call.method, retrieval_method, primary_source, primary, secondary, latency_ms, call.watch.stages)
+        return RetrievalResult(
+            primary_context=primary, secondary_context=secondary,
+            context_block=format_context(primary, secondary), retrieval_method=retrieval_method,
+            latency_ms=latency_ms, stages_ms=call.watch.stages, query=call.analysis,
+            dense_plan=call.plan if call.used_dense else None, tenant_chunks=call.tenant_chunks,
+            degradations=call.degradations, ranking=ranking,
+        )
+
+    def _plan(self, query: str, tenant_id: str) -> _Call:
+        """Analyse the query, read the flags, size the candidate lists, embed the query."""
         watch = _Stopwatch()
-        degradations: list[Degradation] = []
         with watch.stage("analysis"):
             analysis = analyze_query(query)
         with watch.stage("flags"):
             flags = self.flags.get_all_flags()
             production = self.flags.production_rag_enabled(tenant_id)
         factor = self.config.complex_query_factor if analysis.complexity == "complex" else 1.0
-        dense_k = max(1, round((flags["dense_top_k"] or self.config.dense_top_k) * factor))
-        sparse_k = max(1, round((flags["sparse_top_k"] or self.config.sparse_top_k) * factor))
-        top_k = max(1, round((flags["rerank_top_k"] or self.config.rerank_top_k) * factor))
-        method = "production_rag" if production else "legacy"
+        call = _Call(
+            tenant_id=tenant_id, analysis=analysis, flags=flags, production=production, watch=watch,
+            method="production_rag" if production else "legacy",
+            # The legacy path is dense alone, whatever the language.
+            weights=fusion_weights(self.config, analysis) if production else {"dense": 1.0, "bm25": 0.0},
+            dense_k=max(1, round((flags["dense_top_k"] or self.config.dense_top_k) * factor)),
+            sparse_k=max(1, round((flags["sparse_top_k"] or self.config.sparse_top_k) * factor)),
+            top_k=max(1, round((flags["rerank_top_k"] or self.config.rerank_top_k) * factor)),
+            terms=bm25_terms(analysis, self.config),
+        )
         self.metrics.query_complexity.labels(analysis.complexity, analysis.language).inc()
-
-        # The legacy path is dense alone, whatever the language.
-        weights = fusion_weights(self.config, analysis) if production else {"dense": 1.0, "bm25": 0.0}
-        run_dense, run_bm25 = weights["dense"] > 0, weights["bm25"] > 0
-        vector = None
-        if run_dense:
+        if call.weights["dense"] > 0:
             with watch.stage("embed"):
                 try:
-                    vector = embed_query(self._get_embedder(), analysis, self.config)
+                    call.vector = embed_query(self._get_embedder(), analysis, self.config)
                 except Exception as exc:  # any provider failure: BM25 carries the query alone
-                    degradations.append(self._degrade(method, "embedding", exc))
-        terms = bm25_terms(analysis, self.config)
+                    call.degradations.append(self._degrade(call.method, "embedding", exc))
+        return call
 
-        try:
-            with self.pool.connection() as conn:
-                with conn.transaction():
-                    conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
-                    tenant_chunks = tenant_chunk_count(conn, tenant_id)
-                    plan = tenant_dense_plan(conn, tenant_id)
-                ranked: dict[str, list[RetrievedChunk]] = {}
-                used_dense = used_bm25 = False
-                for group in groups:
-                    dense: list[tuple[int, float]] = []
-                    sparse: list[tuple[int, float]] = []
-                    ceiling = 0.0
-                    if vector is not None:
-                        with watch.stage("dense"):
-                            found, ok = self._stage(conn, method, "dense", degradations, lambda c, g=group: dense_search(
-                                c, tenant_id, g.chunk_types, vector, dense_k, model=self._get_embedder().model_name, plan=plan,
-                                ef_search=self.config.hnsw_ef_search, tldr=self.config.dense_tldr))
-                            dense = found or []
-                            used_dense |= ok
-                    if run_bm25:
-                        with watch.stage("bm25"):
-                            hits, ok = self._stage(conn, method, "bm25", degradations, lambda c, g=group: (
-                                bm25_search(c, tenant_id, g.chunk_types, terms, sparse_k,
-                                            k1=self.config.bm25_k1, b=self.config.bm25_b),
-                                bm25_ceiling(c, tenant_id, ceiling_terms(analysis, self.config), k1=self.config.bm25_k1)))
-                            sparse, ceiling = hits or ([], 0.0)
-                            used_bm25 |= ok
-                    with watch.stage("fusion"):
-                        ranked[group.name] = self._fuse(conn, tenant_id, dense, sparse, weights, ceiling)
-                reranked = False
-                if production:
-                    with watch.stage("rerank"):
-                        reranked = self._rerank(analysis.text, ranked, flags, method, degradations)
-                ranking = list(ranked["primary"])
-                for name in ranked:
-                    ranked[name] = ranked[name][:top_k]
-                with watch.stage("packing"):
-                    parents = fetch_parents(conn, tenant_id, [c.parent_key for chunks in ranked.values()
-                                                              for c in chunks if c.parent_key is not None])
-                    packed: dict[str, list[RetrievedChunk]] = {}
-                    next_citation = 1
-                    for group in groups:
-                        chunks = remove_near_duplicates(ranked[group.name], self.config.near_duplicate_threshold)
-                        chunks = expand_parents(chunks, parents, self.token_counter, group.budget)
-                        chunks = pages_first(remove_near_duplicates(chunks, self.config.near_duplicate_threshold))
-                        packed[group.name] = pack_budget(chunks, group.budget, self.token_counter, next_citation)
-                        next_citation += len(packed[group.name])
-        except (psycopg.Error, PoolTimeout) as exc:
-            # Raised past the per-stage fallbacks: the database is down or its knowledge unreadable.
-            self.metrics.errors_total.labels(method, "database").inc()
-            raise RetrievalUnavailable(f"knowledge database unusable: {type(exc).__name__}") from exc
+    def _search(self, conn: psycopg.Connection, call: _Call, groups: Sequence[_Group]) -> dict[str, list[RetrievedChunk]]:
+        """Each group's fused candidates (reranked when a cross-encoder runs), best first."""
+        with conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
+            call.tenant_chunks = tenant_chunk_count(conn, call.tenant_id)
+            call.plan = tenant_dense_plan(conn, call.tenant_id)
+        ranked: dict[str, list[RetrievedChunk]] = {}
+        for group in groups:
+            dense = self._dense(conn, call, group)
+            sparse, ceiling = self._bm25(conn, call, group)
+            with call.watch.stage("fusion"):
+                ranked[group.name] = self._fuse(conn, call.tenant_id, dense, sparse, call.weights, ceiling)
+        if call.production:
+            with call.watch.stage("rerank"):
+                call.reranked = self._rerank(call.analysis.text, ranked, call.flags, call.method, call.degradations)
+        return ranked
 
-        primary = packed.get("primary", [])
-        secondary = packed.get("secondary", [])
-        retrieval_method = _method_name(production, used_dense, used_bm25, reranked)
-        latency_ms = (time.perf_counter() - started) * 1000
-        self._record(method, retrieval_method, primary_source, primary, secondary, latency_ms, watch.stages)
-        return RetrievalResult(
-            primary_context=primary, secondary_context=secondary,
-            context_block=format_context(primary, secondary), retrieval_method=retrieval_method,
-            latency_ms=latency_ms, stages_ms=watch.stages, query=analysis,
-            dense_plan=plan if used_dense else None, tenant_chunks=tenant_chunks, degradations=degradations,
-            ranking=ranking,
-        )
+    def _dense(self, conn: psycopg.Connection, call: _Call, group: _Group) -> list[tuple[int, float]]:
+        if call.vector is None:
+            return []
+        vector, model = call.vector, self._get_embedder().model_name
+        with call.watch.stage("dense"):
+            found, ok = self._stage(conn, call.method, "dense", call.degradations, lambda c: dense_search(
+                c, call.tenant_id, group.chunk_types, vector, call.dense_k, model=model, plan=call.plan,
+                ef_search=self.config.hnsw_ef_search, tldr=self.config.dense_tldr))
+        call.used_dense |= ok
+        return found or []
+
+    def _bm25(self, conn: psycopg.Connection, call: _Call, group: _Group) -> tuple[list[tuple[int, float]], float]:
+        if call.weights["bm25"] <= 0:
+            return [], 0.0
+        with call.watch.stage("bm25"):
+            hits, ok = self._stage(conn, call.method, "bm25", call.degradations, lambda c: (
+                bm25_search(c, call.tenant_id, group.chunk_types, call.terms, call.sparse_k,
+                            k1=self.config.bm25_k1, b=self.config.bm25_b),
+                bm25_ceiling(c, call.tenant_id, ceiling_terms(call.analysis, self.config), k1=self.config.bm25_k1)))
+        call.used_bm25 |= ok
+        return hits or ([], 0.0)
+
+    def _pack(self, conn: psycopg.Connection, call: _Call, groups: Sequence[_Group],
+              ranked: dict[str, list[RetrievedChunk]]) -> dict[str, list[RetrievedChunk]]:
+        """Top-k of each group, near-duplicates out, parents in, pages first, within each budget."""
+        top = {name: chunks[:call.top_k] for name, chunks in ranked.items()}
+        with call.watch.stage("packing"):
+            parents = fetch_parents(conn, call.tenant_id, [c.parent_key for chunks in top.values()
+                                                           for c in chunks if c.parent_key is not None])
+            packed: dict[str, list[RetrievedChunk]] = {}
+            next_citation = 1
+            for group in groups:
+                chunks = remove_near_duplicates(top[group.name], self.config.near_duplicate_threshold)
+                chunks = expand_parents(chunks, parents, self.token_counter, group.budget)
+                chunks = pages_first(remove_near_duplicates(chunks, self.config.near_duplicate_threshold))
+                packed[group.name] = pack_budget(chunks, group.budget, self.token_counter, next_citation)
+                next_citation += len(packed[group.name])
+        return packed
 
     # -- stages ----------------------------------------------------------------------------------
 
