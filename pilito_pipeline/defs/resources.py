@@ -106,6 +106,8 @@ class EmbeddingResource(dg.ConfigurableResource):
     redis_url: str = ""
     embed_tldr: bool = False
     """Also embed chunks' TL;DRs (settings.embed_tldr)."""
+    languages: list[str] = []
+    """EMBEDDING_LANGUAGES; empty: decided by the model (settings.Settings)."""
 
     _provider: EmbeddingProvider | None = PrivateAttr(default=None)
 
@@ -121,6 +123,7 @@ class EmbeddingResource(dg.ConfigurableResource):
             openai_base_url=settings.openai_base_url,
             redis_url=settings.redis_url,
             embed_tldr=settings.embed_tldr,
+            languages=list(settings.embedding_languages),
         )
 
     def to_settings(self) -> Settings:
@@ -133,6 +136,7 @@ class EmbeddingResource(dg.ConfigurableResource):
             openai_base_url=self.openai_base_url,
             redis_url=self.redis_url,
             embed_tldr=self.embed_tldr,
+            embedding_languages=tuple(self.languages),
         )
 
     @property

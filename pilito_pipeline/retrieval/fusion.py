@@ -49,26 +49,31 @@ def reciprocal_rank_fusion(
 def evidence_fusion(
     dense: Sequence[tuple[int, float]], bm25: Sequence[tuple[int, float]], *, dense_weight: float = 1.0,
     bm25_weight: float = 1.0, dense_floor: float = 0.8, bm25_ceiling: float = 0.0, limit: int = 20,
+    translated: Sequence[tuple[int, float]] = (), translated_ceiling: float = 0.0, translated_weight: float = 0.0,
 ) -> list[tuple[int, float]]:
     """score(id) = dense_weight * clip((cosine - dense_floor) / (1 - dense_floor), 0, 1)
                  + bm25_weight * min(bm25 / bm25_ceiling, 1)
-    over (id, cosine) and (id, BM25 score) lists, best first; an id missing from a list gets 0
-    from it, a weight of 0 drops the list (its ids are no candidates), and a ceiling of 0 means BM25
-    matched nothing the tenant has. Returns at most `limit` (id, score) pairs; ties keep the order
-    of first appearance (dense, then BM25)."""
+                 + translated_weight * min(translated / translated_ceiling, 1)
+    over (id, cosine) and (id, BM25 score) lists (`translated`: BM25 of the query's words mapped
+    to English, `retrieval/translate.py`), best first; an id missing from a list gets 0 from it, a
+    weight of 0 drops the list (its ids are no candidates), and a ceiling of 0 means BM25 matched
+    nothing the tenant has. Returns at most `limit` (id, score) pairs; ties keep the order of first
+    appearance (dense, BM25, translated)."""
     if not 0 <= dense_floor < 1:
         raise ValueError(f"dense_floor must be within [0, 1), got {dense_floor}")
-    if dense_weight < 0 or bm25_weight < 0:
+    if dense_weight < 0 or bm25_weight < 0 or translated_weight < 0:
         raise ValueError("fusion weights must not be negative")
     scores: dict[int, float] = {}
     if dense_weight > 0:
         for item, cosine in dense:
             part = dense_weight * min(max((cosine - dense_floor) / (1 - dense_floor), 0.0), 1.0)
             scores[item] = max(scores.get(item, 0.0), part)
-    if bm25_weight > 0:
-        for item, score in bm25:
+    for hits, weight, ceiling in ((bm25, bm25_weight, bm25_ceiling), (translated, translated_weight, translated_ceiling)):
+        if weight <= 0:
+            continue
+        for item, score in hits:
             scores.setdefault(item, 0.0)
-            if bm25_ceiling > 0:
-                scores[item] += bm25_weight * min(score / bm25_ceiling, 1.0)
+            if ceiling > 0:
+                scores[item] += weight * min(score / ceiling, 1.0)
     order = {item: position for position, item in enumerate(scores)}
     return sorted(scores.items(), key=lambda pair: (-pair[1], order[pair[0]]))[:limit]

@@ -48,6 +48,7 @@ from pilito_pipeline.retrieval.packing import (
     remove_near_duplicates,
 )
 from pilito_pipeline.retrieval.query import QueryAnalysis, analyze_query
+from pilito_pipeline.retrieval.translate import english_only, translate_query
 from pilito_pipeline.retrieval.rerank import CrossEncoderReranker, RerankUnavailable, model_label, rerank_passage
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.store.db import open_pool, resolve_database_url
@@ -155,6 +156,7 @@ class _Call:
     used_dense: bool = False
     used_bm25: bool = False
     reranked: bool = False
+    translated_terms: tuple[str, ...] = ()
 
 
 class Retriever:
@@ -317,12 +319,14 @@ class Retriever:
             conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
             call.tenant_chunks = tenant_chunk_count(conn, call.tenant_id)
             call.plan = tenant_dense_plan(conn, call.tenant_id)
+        self._translate(conn, call)
         ranked: dict[str, list[RetrievedChunk]] = {}
         for group in groups:
             dense = self._dense(conn, call, group)
             sparse, ceiling = self._bm25(conn, call, group)
+            translated = self._translated(conn, call, group)
             with call.watch.stage("fusion"):
-                ranked[group.name] = self._fuse(conn, call.tenant_id, dense, sparse, call.weights, ceiling)
+                ranked[group.name] = self._fuse(conn, call, dense, (sparse, ceiling), translated)
         if call.production:
             with call.watch.stage("rerank"):
                 call.reranked = self._rerank(call.analysis.text, ranked, call.flags, call.method, call.degradations)
@@ -348,6 +352,34 @@ class Retriever:
                             k1=self.config.bm25_k1, b=self.config.bm25_b),
                 bm25_ceiling(c, call.tenant_id, ceiling_terms(call.analysis, self.config), k1=self.config.bm25_k1)))
         call.used_bm25 |= ok
+        return hits or ([], 0.0)
+
+    def _translate(self, conn: psycopg.Connection, call: _Call) -> None:
+        """The query's Persian words as English terms, for a tenant with English pages (`translate`)."""
+        if (not call.production or call.vector is None or call.weights["bm25"] <= 0
+                or self.config.translated_bm25_weight <= 0 or self.config.fusion != "evidence"):
+            return
+        with call.watch.stage("translate"):
+            try:
+                terms, _ = self._stage(conn, call.method, "translate", call.degradations, lambda c: translate_query(
+                    c, call.tenant_id, self._get_embedder(), call.analysis,
+                    min_similarity=self.config.translate_min_similarity, min_terms=self.config.translate_min_terms))
+            except psycopg.Error:
+                raise  # the database is gone: as for every other stage
+            except Exception as exc:  # the embedder failed on the words: the other arms carry the query
+                call.degradations.append(self._degrade(call.method, "translate", exc))
+                return
+        call.translated_terms = terms or ()
+
+    def _translated(self, conn: psycopg.Connection, call: _Call, group: _Group) -> tuple[list[tuple[int, float]], float]:
+        if not call.translated_terms:
+            return [], 0.0
+        terms = call.translated_terms
+        with call.watch.stage("translate"):
+            hits, _ = self._stage(conn, call.method, "translate", call.degradations, lambda c: (
+                english_only(c, call.tenant_id, bm25_search(c, call.tenant_id, group.chunk_types, terms, call.sparse_k,
+                                                            k1=self.config.bm25_k1, b=self.config.bm25_b)),
+                bm25_ceiling(c, call.tenant_id, terms, k1=self.config.bm25_k1)))
         return hits or ([], 0.0)
 
     def _pack(self, conn: psycopg.Connection, call: _Call, groups: Sequence[_Group],
@@ -393,8 +425,10 @@ class Retriever:
             degradations.append(self._degrade(method, stage, exc))
             return None, False
 
-    def _fuse(self, conn: psycopg.Connection, tenant_id: str, dense: list[tuple[int, float]],
-              sparse: list[tuple[int, float]], weights: dict[str, float], ceiling: float) -> list[RetrievedChunk]:
+    def _fuse(self, conn: psycopg.Connection, call: _Call, dense: list[tuple[int, float]],
+              bm25: tuple[list[tuple[int, float]], float],
+              translated: tuple[list[tuple[int, float]], float]) -> list[RetrievedChunk]:
+        (sparse, ceiling), weights = bm25, call.weights
         if self.config.fusion == "rrf":
             fused = reciprocal_rank_fusion(
                 {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
@@ -403,18 +437,16 @@ class Retriever:
         else:
             fused = evidence_fusion(dense, sparse, dense_weight=weights["dense"], bm25_weight=weights["bm25"],
                                     dense_floor=self.config.dense_floor, bm25_ceiling=ceiling,
+                                    translated=translated[0], translated_ceiling=translated[1],
+                                    translated_weight=self.config.translated_bm25_weight,
                                     limit=self.config.fused_limit)
-        rows = fetch_chunks(conn, tenant_id, [i for i, _ in fused])
-        dense_scores, sparse_scores = dict(dense), dict(sparse)
+        rows = fetch_chunks(conn, call.tenant_id, [i for i, _ in fused])
+        arms = {"dense": dict(dense), "bm25": dict(sparse), "translated": dict(translated[0])}
         chunks = []
         for chunk_id, score in fused:
             if chunk_id not in rows:
                 continue
-            scores = {"fused": score}
-            if chunk_id in dense_scores:
-                scores["dense"] = dense_scores[chunk_id]
-            if chunk_id in sparse_scores:
-                scores["bm25"] = sparse_scores[chunk_id]
+            scores = {"fused": score, **{arm: found[chunk_id] for arm, found in arms.items() if chunk_id in found}}
             chunks.append(replace(rows[chunk_id], scores=scores))
         return chunks
 

@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pilito_pipeline.embed import build_provider
+from pilito_pipeline.ingest.term_vectors import refresh_term_vectors
 from pilito_pipeline.retrieval.config import RetrievalConfig
 from pilito_pipeline.retrieval.evaluate import (
     METHODS, details, evaluate_queries, format_table, load_queries, score_rows,
@@ -73,6 +74,13 @@ def main() -> None:
                 written = store_pages(conn, TENANTS[tenant](tenant), provider, embed_tldr=settings.embed_tldr)
                 print(f"ingested {tenant}: {written} rows in {time.perf_counter() - started:.1f} s"
                       f" ({provider.model_name})", flush=True)
+            conn.commit()
+            for tenant in dict.fromkeys(SETS[name] for name in sets):
+                started = time.perf_counter()
+                terms = refresh_term_vectors(conn, tenant, provider)  # what the maintenance asset does
+                if terms:
+                    print(f"{tenant}: {terms} English vocabulary terms embedded in"
+                          f" {time.perf_counter() - started:.1f} s", flush=True)
         config = replace(RetrievalConfig.from_settings(settings), dense_tldr=args.tldr)
         for name in sets:
             queries = load_queries(EVAL_SETS / f"{name}.jsonl")
