@@ -49,7 +49,8 @@ from pilito_pipeline.store.pages import has_pending_pages  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 from pilito_pipeline.text import extract_document  # noqa: E402
-from pilito_pipeline_tests.defs.daemon_stack import free_port, graphql  # noqa: E402
+from pilito_pipeline_tests.dagster_stack import graphql  # noqa: E402
+from pilito_pipeline_tests.services import free_port  # noqa: E402
 from pilito_pipeline_tests.embed.openai_server import running_server  # noqa: E402
 
 PAGE_ASSETS = [page_chunks, chunk_embeddings]

@@ -28,7 +28,9 @@ import dagster as dg  # noqa: E402
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.app.up import stop_on_signals  # noqa: E402
-from pilito_pipeline_tests.defs.daemon_stack import DEADLINE, daemon_stack, generate_site, served  # noqa: E402
+from pilito_pipeline_tests.dagster_stack import dagster_stack, generate_site, served  # noqa: E402
+
+ALL_TENANTS_DEADLINE = 3600.0  # seconds for every tenant's site: many sites on a loaded machine
 
 
 def progress(database_url: str) -> dict[str, tuple[int, int, str]]:
@@ -59,7 +61,7 @@ def main() -> None:
         for tenant in tenants:
             generate_site(tmp_path / "sites" / tenant, args.pages, name=tenant)
             urls[tenant] = sites.enter_context(served(tmp_path / "sites" / tenant))
-        with daemon_stack(tmp_path / "stack", env) as stack:
+        with dagster_stack(tmp_path / "stack", env) as stack:
             print(f"Dagster up; registering {args.tenants} sites of {args.pages} pages at once", flush=True)
             registered = time.monotonic()
             for tenant in tenants:
@@ -75,7 +77,7 @@ def main() -> None:
                 finished = [t for t, (done, total, status) in state.items() if status == "ready" and done == total > 0]
                 if len(finished) == len(tenants):
                     break
-                if now - registered > DEADLINE * 4:
+                if now - registered > ALL_TENANTS_DEADLINE:
                     raise TimeoutError(f"{len(finished)} of {len(tenants)} tenants done after {now - registered:.0f} s")
                 if now - reported > 30:
                     print(f"  {now - registered:5.0f} s: {len(first_seen)} tenants with a searchable page, "

@@ -20,7 +20,8 @@ from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE, run_worker
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import register_website
 from pilito_pipeline_tests.embed.openai_server import Failure
-from pilito_pipeline_tests.recovery.conftest import Site, Stack, wait_for
+from pilito_pipeline_tests.dagster_stack import Site, Stack
+from pilito_pipeline_tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
