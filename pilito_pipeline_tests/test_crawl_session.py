@@ -56,7 +56,7 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
     with connect(database_url, autocommit=True) as conn:
         website = register_website(conn, "t1", site.url("/"))
         first = session(conn, website.id)
-        for crawled in crawl_website(website.url, CONFIG, first.known):
+        for crawled in crawl_website(website.url, CONFIG, first.stored_validators):
             first.record(crawled)
         first.finish()
         index_live_pages(conn)
@@ -64,7 +64,7 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
 
         site.add("/b", "not found", status=404)
         dying = session(conn, website.id)
-        for crawled in crawl_website(website.url, CONFIG, dying.known):
+        for crawled in crawl_website(website.url, CONFIG, dying.stored_validators):
             dying.record(crawled)
             if crawled.url == site.url("/b"):
                 break  # the worker dies here: no finish, no fail
@@ -73,7 +73,7 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
         assert gone_pages_holding_chunks(conn) == 0 and chunks_without_live_page(conn, None) == {}
 
         final = session(conn, website.id)
-        for crawled in crawl_website(website.url, CONFIG, final.known):
+        for crawled in crawl_website(website.url, CONFIG, final.stored_validators):
             final.record(crawled)
         retirement, _ = final.finish()
 

@@ -63,7 +63,7 @@ def test_a_page_retired_while_its_page_run_embeds_does_not_come_back(
                     first_batch=FIRST_REGISTRATION_BATCH, batch=REGISTRATION_BATCH,
                 )
                 for crawled in crawl_website(session.website.url, resources["crawler"].config_for(session.website),
-                                             session.known):
+                                             session.stored_validators):
                     session.record(crawled)
                 outcome["retirement"], _ = session.finish()
 
@@ -75,7 +75,7 @@ def test_a_page_retired_while_its_page_run_embeds_does_not_come_back(
 
         crawler = threading.Thread(target=crawl)
         crawler.start()
-        wait_for("the crawl's end waiting on the page's lock", lambda: advisory_waiters(watcher) == 1, interval=0.05)  # the crawl's end waits for the page's lock
+        wait_for("the crawl's end waiting for the page's lock", lambda: advisory_waiters(watcher) == 1, interval=0.05)
         runner = threading.Thread(target=page_run)
         runner.start()  # reads the page (still live), embeds it, then queues for the same lock
         wait_for("a second lock waiter", lambda: advisory_waiters(watcher) == 2, interval=0.05)
