@@ -22,7 +22,8 @@ import pytest
 from pilito_pipeline.crawl import normalize_url
 from pilito_pipeline.app.status import HEADER
 from pilito_pipeline.app.up import data_dir_lock
-from pilito_pipeline_tests.test_demo import free_port, leftover_processes
+from pilito_pipeline_tests.services import free_port
+from pilito_pipeline_tests.test_demo import leftover_processes
 from pilito_pipeline_tests.waiting import wait_for
 
 DEADLINE_SECONDS = 900  # the whole flow; generous: a loaded 2-core machine is slow, not failing

