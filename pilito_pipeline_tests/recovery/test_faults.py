@@ -85,13 +85,13 @@ def test_run_worker_killed_mid_crawl(stack: Stack, make_site) -> None:
     """A first crawl killed mid-way leaves the website `crawling` with its request's run key used:
     without recovery it is never crawled again."""
     site = make_site("alpha", held_path="/p2.html")
-    site.held.clear()
+    site.path_released.clear()
     register(stack, "alpha", site)
     wait_for("the crawl to reach /p2.html", lambda: "/p2.html" in site.requested)
     run = stack.running_run("alpha", "crawl")
     kill_worker(stack, run)
     injected_at = time.monotonic()
-    site.held.set()
+    site.path_released.set()
     finish(stack, "alpha", site, "run worker SIGKILLed mid-crawl",
            lambda: f"crawl run {status(stack, run.run_id)}", injected_at)
     assert stack.instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
