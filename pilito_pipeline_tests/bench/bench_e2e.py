@@ -99,12 +99,16 @@ def run_timeline(instance: dg.DagsterInstance, records: list[dg.RunRecord], orig
     return lines
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--site", choices=("handbook_fa", "generated"), default="handbook_fa")
     parser.add_argument("--pages", type=int, default=200, help="pages to crawl (the generated site has as many)")
     parser.add_argument("--rate", type=float, default=0.05, help="CRAWL_RATE_LIMIT_SECONDS")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     stop_on_signals()  # Ctrl-C or SIGTERM (`timeout`) stops Dagster and the database on the way out
 
     env = {"CRAWL_ALLOWED_HOSTS": "127.0.0.1", "CRAWL_RATE_LIMIT_SECONDS": str(args.rate)}

@@ -45,6 +45,29 @@ def progress(database_url: str) -> dict[str, tuple[int, int, str]]:
     return {r["tenant_id"]: (r["done"], r["with_text"], r["status"]) for r in rows}
 
 
+def follow_tenants(database_url: str, tenants: int, registered: float) -> dict[str, float]:
+    """Poll until every tenant's site is done, printing progress every 30 s; per tenant, the seconds
+    from registration until its first page was searchable."""
+    first_seen: dict[str, float] = {}
+    reported = 0.0
+    while True:
+        now = time.monotonic()
+        state = progress(database_url)
+        for tenant, (done, _, _) in state.items():
+            if done and tenant not in first_seen:
+                first_seen[tenant] = now - registered
+        finished = [t for t, (done, total, status) in state.items() if status == "ready" and done == total > 0]
+        if len(finished) == tenants:
+            return first_seen
+        if now - registered > ALL_TENANTS_DEADLINE:
+            raise TimeoutError(f"{len(finished)} of {tenants} tenants done after {now - registered:.0f} s")
+        if now - reported > 30:
+            print(f"  {now - registered:5.0f} s: {len(first_seen)} tenants with a searchable page, "
+                  f"{len(finished)} done", flush=True)
+            reported = now
+        time.sleep(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tenants", type=int, default=100)
@@ -66,24 +89,7 @@ def main() -> None:
             registered = time.monotonic()
             for tenant in tenants:
                 stack.register(tenant, urls[tenant], max_pages=args.pages + 1)
-            first_seen: dict[str, float] = {}
-            reported = 0.0
-            while True:
-                now = time.monotonic()
-                state = progress(stack.database_url)
-                for tenant, (done, _, _) in state.items():
-                    if done and tenant not in first_seen:
-                        first_seen[tenant] = now - registered
-                finished = [t for t, (done, total, status) in state.items() if status == "ready" and done == total > 0]
-                if len(finished) == len(tenants):
-                    break
-                if now - registered > ALL_TENANTS_DEADLINE:
-                    raise TimeoutError(f"{len(finished)} of {len(tenants)} tenants done after {now - registered:.0f} s")
-                if now - reported > 30:
-                    print(f"  {now - registered:5.0f} s: {len(first_seen)} tenants with a searchable page, "
-                          f"{len(finished)} done", flush=True)
-                    reported = now
-                time.sleep(1)
+            first_seen = follow_tenants(stack.database_url, len(tenants), registered)
             all_s = time.monotonic() - registered
             runs = stack.runs()
             kinds = Counter(r.dagster_run.tags.get(RUN_KIND_TAG, "other") for r in runs)
