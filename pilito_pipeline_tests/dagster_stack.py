@@ -65,22 +65,29 @@ WORDS_EN = (
 # --- sites ------------------------------------------------------------------------------------------
 
 
-def generate_site(root: Path, pages: int, name: str = "site", seed: int = 7) -> None:
-    """`pages` HTML pages of distinct English text, linked as a tree of fan-out 10 from index.html."""
-    rng = random.Random(f"{name}-{seed}")
+def write_site_tree(root: Path, pages: int, page_html: Callable[[int, str], str]) -> None:
+    """`pages` HTML pages, page<i>.html = `page_html(i, its links)`, linked as a tree of fan-out 10
+    (depth ≤ 3 for 1,000 pages) from index.html."""
     root.mkdir(parents=True, exist_ok=True)
     for i in range(pages):
         children = range(10 * i + 1, min(10 * i + 11, pages))
         links = "".join(f'<a href="/page{j}.html">page {j}</a> ' for j in children)
+        (root / f"page{i}.html").write_text(page_html(i, links), encoding="utf-8")
+    (root / "index.html").write_text('<html><body><a href="/page0.html">start</a></body></html>', encoding="utf-8")
+
+
+def generate_site(root: Path, pages: int, name: str = "site", seed: int = 7) -> None:
+    """`pages` HTML pages of distinct English text (`write_site_tree`)."""
+    rng = random.Random(f"{name}-{seed}")
+
+    def page_html(i: int, links: str) -> str:
         paragraphs = "".join(
             "<p>" + " ".join(rng.choice(WORDS_EN) for _ in range(60)) + f" {name} page {i}.</p>" for _ in range(3)
         )
-        (root / f"page{i}.html").write_text(
-            f"<html lang='en'><head><title>{name} page {i}</title></head><body><nav>{links}</nav>"
-            f"<main><h1>{name} page {i}</h1>{paragraphs}</main></body></html>",
-            encoding="utf-8",
-        )
-    (root / "index.html").write_text('<html><body><a href="/page0.html">start</a></body></html>', encoding="utf-8")
+        return (f"<html lang='en'><head><title>{name} page {i}</title></head><body><nav>{links}</nav>"
+                f"<main><h1>{name} page {i}</h1>{paragraphs}</main></body></html>")
+
+    write_site_tree(root, pages, page_html)
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
