@@ -9,11 +9,14 @@ breaker state in-process, feature flags at their defaults).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+N = TypeVar("N", int, float)
 
 
 def _env(name: str, default: str = "") -> str:
@@ -21,19 +24,20 @@ def _env(name: str, default: str = "") -> str:
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = _env(name)
-    try:
-        return int(raw) if raw else default
-    except ValueError as exc:
-        raise ValueError(f"setting {name} must be an integer, got {raw!r}") from exc
+    return _env_parsed(name, default, int, "an integer")
 
 
 def _env_float(name: str, default: float) -> float:
+    return _env_parsed(name, default, float, "a number")
+
+
+def _env_parsed(name: str, default: N, parse: Callable[[str], N], what: str) -> N:
+    """The setting parsed, or `default` where unset or empty; a value that does not parse raises."""
     raw = _env(name)
     try:
-        return float(raw) if raw else default
+        return parse(raw) if raw else default
     except ValueError as exc:
-        raise ValueError(f"setting {name} must be a number, got {raw!r}") from exc
+        raise ValueError(f"setting {name} must be {what}, got {raw!r}") from exc
 
 
 def _env_list(name: str) -> tuple[str, ...]:

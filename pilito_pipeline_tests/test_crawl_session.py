@@ -4,9 +4,12 @@ chunks) until a crawl's end retires it, chunks and state in one transaction."""
 
 from __future__ import annotations
 
-import psycopg
+import dataclasses
 
-from pilito_pipeline.crawl import CrawlConfig, crawl_website
+import psycopg
+import pytest
+
+from pilito_pipeline.crawl import CrawlAbortedError, CrawlConfig, crawl_website
 from pilito_pipeline.ingest.crawl_session import CrawlSession
 from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
@@ -56,7 +59,7 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
     with connect(database_url, autocommit=True) as conn:
         website = register_website(conn, "t1", site.url("/"))
         first = session(conn, website.id)
-        for crawled in crawl_website(website.url, CONFIG, first.known):
+        for crawled in crawl_website(website.url, CONFIG, first.stored_validators):
             first.record(crawled)
         first.finish()
         index_live_pages(conn)
@@ -64,7 +67,7 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
 
         site.add("/b", "not found", status=404)
         dying = session(conn, website.id)
-        for crawled in crawl_website(website.url, CONFIG, dying.known):
+        for crawled in crawl_website(website.url, CONFIG, dying.stored_validators):
             dying.record(crawled)
             if crawled.url == site.url("/b"):
                 break  # the worker dies here: no finish, no fail
@@ -73,10 +76,39 @@ def test_a_crawl_that_dies_after_a_404_leaves_the_page_failed_with_its_chunks_un
         assert gone_pages_holding_chunks(conn) == 0 and chunks_without_live_page(conn, None) == {}
 
         final = session(conn, website.id)
-        for crawled in crawl_website(website.url, CONFIG, final.known):
+        for crawled in crawl_website(website.url, CONFIG, final.stored_validators):
             final.record(crawled)
         retirement, _ = final.finish()
 
         assert len(retirement.retired) == 1 and retirement.chunks_deleted == 2
         assert page(conn, "/b", site) == {"status": "gone", "http_status": 404, "live": False, "chunks": 0}
         assert gone_pages_holding_chunks(conn) == 0 and chunks_without_live_page(conn, None) == {}
+
+
+def test_a_crawl_that_raises_is_closed_as_failed_and_the_error_goes_on(database_url: str, site: Site) -> None:
+    """`CrawlSession.crawl` records each outcome and finishes; when the crawl raises (robots.txt
+    unreachable), the crawl is closed as failed with its error, nothing is retired, and it raises."""
+    site.add("/robots.txt", "busy", status=500, content_type="text/plain")
+    site.page("/", ["/a"])
+    unstored: list[str] = []
+    with connect(database_url, autocommit=True) as conn:
+        website = register_website(conn, "t1", site.url("/"))
+        with pytest.raises(CrawlAbortedError, match=r"robots.txt unreachable \(HTTP 500\)"):
+            session(conn, website.id).crawl(dataclasses.replace(CONFIG, max_retries=0),
+                                            on_unstored=lambda record: unstored.append(record.url))
+        row = conn.execute("SELECT status, last_error FROM websites WHERE id = %s", (website.id,)).fetchone()
+    assert row["status"] == "failed" and "robots.txt unreachable" in row["last_error"]
+    assert unstored == []
+
+
+def test_a_whole_crawl_records_its_pages_and_tells_of_the_ones_not_stored(database_url: str, site: Site) -> None:
+    site.page("/", ["/a", "/notes.txt"], text=page_text("/"))
+    site.page("/a", ["/"], text=page_text("/a"))
+    site.add("/notes.txt", "plain notes", content_type="text/plain")
+    unstored: list[str] = []
+    with connect(database_url, autocommit=True) as conn:
+        website = register_website(conn, "t1", site.url("/"))
+        retirement, summary = session(conn, website.id).crawl(CONFIG, on_unstored=lambda r: unstored.append(r.url))
+        status = conn.execute("SELECT status FROM websites WHERE id = %s", (website.id,)).fetchone()["status"]
+    assert status == "ready" and summary["fetched"] == 2 and retirement.retired == []
+    assert unstored == [site.url("/notes.txt")]

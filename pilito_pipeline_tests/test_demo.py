@@ -5,20 +5,15 @@ sample site; the demo then answers a Persian and an English question. Here it st
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pilito_pipeline_tests.services import free_port
+
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.timeout(1500)  # the demo's own waits are 600 s per stage; a loaded machine is slow, not failing

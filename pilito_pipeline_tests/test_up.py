@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +22,9 @@ import pytest
 from pilito_pipeline.crawl import normalize_url
 from pilito_pipeline.app.status import HEADER
 from pilito_pipeline.app.up import data_dir_lock
-from pilito_pipeline_tests.test_demo import free_port, leftover_processes
+from pilito_pipeline_tests.services import free_port
+from pilito_pipeline_tests.test_demo import leftover_processes
+from pilito_pipeline_tests.waiting import wait_for
 
 DEADLINE_SECONDS = 900  # the whole flow; generous: a loaded 2-core machine is slow, not failing
 
@@ -79,13 +81,6 @@ def status_row(screen: str, url: str) -> dict[str, str]:
     return {name: row[start:end].strip() for name, start, end in zip(HEADER, starts, ends, strict=True)}
 
 
-def wait_until(condition: Callable[[], bool], what: str, deadline: float, diagnostics: Callable[[], str]) -> None:
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {DEADLINE_SECONDS}s of starting `up`\n{diagnostics()}")
-        time.sleep(2)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(DEADLINE_SECONDS + 300)
 def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path, small_site: str) -> None:
@@ -108,7 +103,7 @@ def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path,
             assert up.poll() is None, f"`up` exited with {up.returncode}\n{diagnostics()}"
             return "Ctrl-C stops everything" in output.read_text()
 
-        wait_until(up_ready, "ready stack", deadline, diagnostics)
+        wait_for("a ready stack", up_ready, deadline - time.monotonic(), interval=2, diagnostics=diagnostics)
         printed = output.read_text()
         assert "Dagster UI: http://127.0.0.1:" in printed and str(data_dir / "dagster.log") in printed
         assert "Warning" not in printed  # nothing a newcomer has to wonder about
@@ -128,7 +123,8 @@ def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path,
             site = status_row(status.stdout, normalize_url(small_site))
             return site["state"] == "ready" and site["pending"] == "0" and int(site["indexed"]) >= 2
 
-        wait_until(status_ready, "crawled website in `status`", deadline, diagnostics)
+        wait_for("the crawled website in `status`", status_ready, deadline - time.monotonic(), interval=2,
+                 diagnostics=diagnostics)
 
         def answered() -> bool:
             asked = cli(env, "ask", "--tenant", "acme", "--json", "When does the teapot museum open?")
@@ -136,7 +132,8 @@ def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path,
             return any(chunk["url"] == small_site + "hours.html"
                        for chunk in json.loads(asked.stdout)["primary_context"])
 
-        wait_until(answered, "answer from the crawled page", deadline, diagnostics)
+        wait_for("an answer from the crawled page", answered, deadline - time.monotonic(), interval=2,
+                 diagnostics=diagnostics)
 
         started = [up_process := psutil.Process(up.pid), *up_process.children(recursive=True)]
         postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
@@ -169,9 +166,8 @@ def test_sigterm_while_starting_stops_what_had_started(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        wait_until(lambda: (data_dir / "pgdata" / "postmaster.pid").exists() or up.poll() is not None,
-                   "embedded database", deadline, lambda: "")
+        wait_for("the embedded database", lambda: (data_dir / "pgdata" / "postmaster.pid").exists()
+                 or up.poll() is not None, DEADLINE_SECONDS, interval=2)
     finally:
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=300)

@@ -185,7 +185,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pilito-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_website_commands(sub)
+    _add_knowledge_commands(sub)
+    _add_retrieval_commands(sub)
+    _add_stack_commands(sub)
+    return parser
 
+
+def _add_website_commands(sub: argparse._SubParsersAction) -> None:
+    """The operator's website commands: register one, its crawl status, release its quarantined pages."""
     p = sub.add_parser("register-website", help="register a tenant's website and request a crawl")
     p.add_argument("--tenant", required=True)
     p.add_argument("url")
@@ -205,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.set_defaults(func=cmd_retry_pages)
 
+
+def _add_knowledge_commands(sub: argparse._SubParsersAction) -> None:
+    """The tenant's own knowledge: manual texts and FAQ entries."""
     p = sub.add_parser("add-manual", help="add or replace a tenant's manual text (chunk type 'manual')")
     p.add_argument("--tenant", required=True)
     p.add_argument("--title", required=True)
@@ -217,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answer", required=True)
     p.set_defaults(func=cmd_add_faq)
 
+
+def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
+    """Retrieval as the chat backend calls it, and its evaluation."""
     p = sub.add_parser("ask", help="retrieve context for a question, as the chat backend would")
     p.add_argument("--tenant", required=True)
     p.add_argument("question")
@@ -236,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    " its relevant page, whether it reached the packed context, the top pages")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
+    """The application's processes: the stack, the metrics exporter, the demo."""
     p = sub.add_parser("up", help="start the database and Dagster (webserver + daemon) for your websites; Ctrl-C stops")
     p.add_argument("--host", default="127.0.0.1", help="Dagster UI address")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port")
@@ -253,7 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site-port", type=int, default=8765, help="sample website port on 127.0.0.1")
     p.add_argument("--exit-after-answers", action="store_true", help="stop instead of keeping the UI up")
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

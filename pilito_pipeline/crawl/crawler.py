@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
-from pilito_pipeline.crawl.fetch import Fetcher, FetchError, HostThrottle
+from pilito_pipeline.crawl.fetch import Fetcher, FetchError, HostThrottle, OpenResponse
 from pilito_pipeline.crawl.html import HTML_CONTENT_TYPES, decode_html, extract_links, looks_like_html, media_type
 from pilito_pipeline.crawl.models import CrawlConfig, CrawledPage, PageValidators
 from pilito_pipeline.crawl.robots import ALLOW_ALL, ROBOTS_MAX_BYTES, RobotsRules, parse_robots, product_token
@@ -203,62 +203,74 @@ class _Crawl:
             return _unread(page, known)
 
     def fetch_page(self, url: str, key: str, depth: int, known: PageValidators | None) -> VisitResult:
+        """Fetch one page, conditionally where the last crawl stored validators, and read its HTML;
+        the body is read only once the answer is an HTML page's, and dropped once decoded."""
         rules = self.robots_for(key)
         if not rules.allows(key):  # robots.txt changed or unreadable since the page was queued: not fetched
             page = CrawledPage(key, depth, "failed", reason=rules.unreachable_reason or "disallowed by robots.txt")
             return _unread(page, known)
-        validators: dict[str, str] = {}
-        if known and known.etag:
-            validators["If-None-Match"] = known.etag
-        if known and known.last_modified:
-            validators["If-Modified-Since"] = known.last_modified
-        with self.fetcher.open(url, validators, self.redirect_refusal) as response:
-            status = response.status
-            final_key = normalize_url(response.url)
-            etag, last_modified = response.header("ETag"), response.header("Last-Modified")
-            if status == 304 and known is not None and (known.etag or known.last_modified):
-                page = CrawledPage(
-                    final_key, depth, "not_modified", http_status=status,
-                    etag=etag or known.etag, last_modified=last_modified or known.last_modified,
-                    links=known.links, reason="unchanged since the last crawl (HTTP 304)",
-                )  # fmt: skip
-                return page, known.links
-            if status in (404, 410):
-                return CrawledPage(final_key, depth, "gone", http_status=status, reason=f"HTTP {status}"), ()
-            if not 200 <= status < 300:
-                return _unread(CrawledPage(final_key, depth, "failed", http_status=status, reason=f"HTTP {status}"), known)
-            content_type = response.header("Content-Type")
-            kind = media_type(content_type)
-            if kind and kind not in HTML_CONTENT_TYPES:
-                page = CrawledPage(
-                    final_key, depth, "skipped", http_status=status, content_type=content_type,
-                    reason=f"not HTML ({kind})",
-                )  # fmt: skip
-                return _unread(page, known)
+        with self.fetcher.open(url, _conditional_headers(known), self.redirect_refusal) as response:
+            answer = self.read_answer(response, depth, known)
+            if not isinstance(answer, _HtmlAnswer):
+                return answer
             body = response.read(self.config.max_body_bytes)
-            page_url = response.url
-            robots_header = self.robots_header(response.header("X-Robots-Tag"))
-        if not kind and not looks_like_html(body[:1024]):
-            return _unread(CrawledPage(final_key, depth, "skipped", http_status=status, reason="not HTML (no Content-Type)"), known)
-        html = decode_html(body, content_type)
+        if not answer.kind and not looks_like_html(body[:1024]):
+            page = CrawledPage(answer.key, depth, "skipped", http_status=answer.status, reason="not HTML (no Content-Type)")
+            return _unread(page, known)
+        html = decode_html(body, answer.content_type)
         del body
-        found = extract_links(html, page_url)
+        return self.html_page(html, answer, depth)
+
+    def read_answer(self, response: OpenResponse, depth: int, known: PageValidators | None) -> VisitResult | _HtmlAnswer:
+        """The page as far as the status and headers tell: unchanged (304), gone, failed, not HTML;
+        else what `html_page` needs to read its body."""
+        status = response.status
+        final_key = normalize_url(response.url)
+        etag, last_modified = response.header("ETag"), response.header("Last-Modified")
+        if status == 304 and known is not None and (known.etag or known.last_modified):
+            page = CrawledPage(
+                final_key, depth, "not_modified", http_status=status,
+                etag=etag or known.etag, last_modified=last_modified or known.last_modified,
+                links=known.links, reason="unchanged since the last crawl (HTTP 304)",
+            )  # fmt: skip
+            return page, known.links
+        if status in (404, 410):
+            return CrawledPage(final_key, depth, "gone", http_status=status, reason=f"HTTP {status}"), ()
+        if not 200 <= status < 300:
+            return _unread(CrawledPage(final_key, depth, "failed", http_status=status, reason=f"HTTP {status}"), known)
+        content_type = response.header("Content-Type")
+        kind = media_type(content_type)
+        if kind and kind not in HTML_CONTENT_TYPES:
+            page = CrawledPage(
+                final_key, depth, "skipped", http_status=status, content_type=content_type,
+                reason=f"not HTML ({kind})",
+            )  # fmt: skip
+            return _unread(page, known)
+        return _HtmlAnswer(
+            final_key, status, content_type, kind, etag, last_modified, response.url,
+            self.robots_header(response.header("X-Robots-Tag")),
+        )
+
+    def html_page(self, html: str, answer: _HtmlAnswer, depth: int) -> VisitResult:
+        """A fetched page and its in-scope links, or `skipped` where it asks not to be indexed."""
+        found = extract_links(html, answer.url)
         in_scope: dict[str, str] = {}  # normalised -> as written (first spelling wins)
-        if not (found.nofollow or "nofollow" in robots_header):
+        if not (found.nofollow or "nofollow" in answer.robots_header):
             for link in found.urls:
                 link_key = _normalized_or_none(link)
                 if link_key and link_key not in in_scope and self.scope.contains(link_key):
                     in_scope[link_key] = link
         links, link_urls = tuple(in_scope), tuple(in_scope.values())
-        if found.noindex or "noindex" in robots_header:
+        if found.noindex or "noindex" in answer.robots_header:
             page = CrawledPage(
-                final_key, depth, "skipped", http_status=status, content_type=content_type,
-                etag=etag, last_modified=last_modified, links=links, reason="the page asks not to be indexed (noindex)",
+                answer.key, depth, "skipped", http_status=answer.status, content_type=answer.content_type,
+                etag=answer.etag, last_modified=answer.last_modified, links=links,
+                reason="the page asks not to be indexed (noindex)",
             )  # fmt: skip
             return page, link_urls
         page = CrawledPage(
-            final_key, depth, "fetched", http_status=status, html=html, content_type=content_type,
-            etag=etag, last_modified=last_modified, links=links,
+            answer.key, depth, "fetched", http_status=answer.status, html=html, content_type=answer.content_type,
+            etag=answer.etag, last_modified=answer.last_modified, links=links,
         )  # fmt: skip
         return page, link_urls
 
@@ -283,6 +295,33 @@ class _Crawl:
             if not agent.strip() or agent.strip() == ours:
                 directives.add(directive.strip())
         return directives
+
+
+@dataclasses.dataclass(frozen=True)
+class _HtmlAnswer:
+    """A 2xx answer that may be HTML, before its body is read."""
+
+    key: str
+    """The normalised URL answered (after redirects)."""
+    status: int
+    content_type: str | None
+    kind: str | None
+    """The media type, or None where the server sent none (the body's start decides)."""
+    etag: str | None
+    last_modified: str | None
+    url: str
+    """As answered: relative links resolve against it."""
+    robots_header: set[str]
+
+
+def _conditional_headers(known: PageValidators | None) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since from what the last crawl stored."""
+    validators: dict[str, str] = {}
+    if known and known.etag:
+        validators["If-None-Match"] = known.etag
+    if known and known.last_modified:
+        validators["If-Modified-Since"] = known.last_modified
+    return validators
 
 
 def _unread(page: CrawledPage, known: PageValidators | None) -> VisitResult:

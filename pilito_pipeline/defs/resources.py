@@ -28,8 +28,9 @@ def env_secret(name: str) -> Any:
     return dg.EnvVar(name) if os.environ.get(name) else ""
 
 
-def resolved(value: Any) -> str:
-    """A field's value outside Dagster, where `EnvVar` fields are not resolved for us."""
+def secret_value(value: Any) -> str:
+    """The value of a field made by `env_secret`, read outside Dagster (which resolves `EnvVar`
+    fields only when it initialises the resource)."""
     return (value.get_value() or "") if isinstance(value, dg.EnvVar) else value
 
 

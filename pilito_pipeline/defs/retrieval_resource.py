@@ -30,7 +30,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import PrivateAttr
 
-from pilito_pipeline.defs.resources import env_secret, resolved
+from pilito_pipeline.defs.resources import env_secret, secret_value
 from pilito_pipeline.retrieval import FeatureFlags, RagMetrics, RetrievalConfig, RetrievalResult, Retriever
 from pilito_pipeline.settings import Settings, get_settings
 
@@ -93,9 +93,9 @@ class RetrievalResource(dg.ConfigurableResource):
     def get_retriever(self) -> Retriever:
         if self._retriever is None:
             settings = Settings(
-                database_url=resolved(self.database_url), data_dir=get_settings().data_dir, redis_url=self.redis_url,
+                database_url=secret_value(self.database_url), data_dir=get_settings().data_dir, redis_url=self.redis_url,
                 embedding_provider=self.embedding_provider, embedding_model=self.embedding_model,
-                embedding_dimension=self.embedding_dimension, openai_api_key=resolved(self.openai_api_key),
+                embedding_dimension=self.embedding_dimension, openai_api_key=secret_value(self.openai_api_key),
                 openai_base_url=self.openai_base_url, rerank_model=self.rerank_model,
             )
             config = RetrievalConfig(

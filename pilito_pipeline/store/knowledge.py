@@ -280,38 +280,53 @@ def upsert_sources(
         stale = [identity for identity in stored if identity not in kept]
         fresh = [(row, digest) for row, digest in changed if _identity(row) not in stored]
         rewritten = [(row, digest) for row, digest in changed if _identity(row) in stored]
-        new_chunks: list[tuple[int, KnowledgeRow]] = []
-        updated = deleted = 0
-        term_elements: dict[str, bytes] = {}
+        term_elements: dict[str, bytes] = {}  # shared by both writes: a term is encoded once
         cur.execute(_POSTINGS_BY_WRITER, ("on",))
-        if fresh:
-            ids = [chunk_id for (chunk_id,) in cur.execute(_NEW_IDS, (len(fresh),))]
-            with cur.copy(f"COPY tenant_knowledge (id, {_ALL_WRITTEN}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int8", *_COPY_TYPES])
-                for chunk_id, (row, digest) in zip(ids, fresh, strict=True):
-                    copy.write_row((chunk_id, *_copy_values(row, term_elements), digest))
-            new_chunks += zip(ids, (row for row, _ in fresh), strict=True)
-        if rewritten:
-            cur.execute(_CREATE_INCOMING)
-            with cur.copy(f"COPY knowledge_incoming ({_ALL_WRITTEN}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_COPY_TYPES)
-                for row, digest in rewritten:
-                    copy.write_row((*_copy_values(row, term_elements), digest))
-            cur.execute(f"ANALYZE knowledge_incoming ({', '.join(_IDENTITY)})")  # what the merge joins on
-            written = cur.execute(_MERGE).fetchall()
-            by_identity = {_identity(row): row for row, _ in rewritten}
-            new_chunks += [
-                (chunk_id, by_identity[tuple(identity)]) for chunk_id, is_new, *identity in written if is_new
-            ]
-            updated = sum(1 for _, is_new, *_ in written if not is_new)
+        new_chunks = _insert_fresh(cur, fresh, term_elements)
+        merged, updated = _merge_rewritten(cur, rewritten, term_elements)
+        new_chunks += merged
         cur.execute(_POSTINGS_BY_WRITER, ("",))
         new_chunks.sort(key=lambda chunk: chunk[0])
         inserted = len(new_chunks)
         _index_new_chunks(cur, [(chunk_id, row) for chunk_id, row in new_chunks if not row.is_parent])
+        deleted = 0
         if stale:
             deleted = cur.execute(_DELETE_ROWS, [list(column) for column in zip(*stale, strict=True)]).rowcount
     unchanged = len(incoming) - inserted - updated
     return UpsertStats(inserted=inserted, updated=updated, unchanged=unchanged, deleted=deleted)
+
+
+def _insert_fresh(
+    cur: psycopg.Cursor[Any], fresh: Sequence[tuple[KnowledgeRow, str]], term_elements: dict[str, bytes]
+) -> list[tuple[int, KnowledgeRow]]:
+    """COPY the rows their source did not hold (no merge needed: the source is locked); (id, row) each."""
+    if not fresh:
+        return []
+    ids = [chunk_id for (chunk_id,) in cur.execute(_NEW_IDS, (len(fresh),))]
+    with cur.copy(f"COPY tenant_knowledge (id, {_ALL_WRITTEN}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", *_COPY_TYPES])
+        for chunk_id, (row, digest) in zip(ids, fresh, strict=True):
+            copy.write_row((chunk_id, *_copy_values(row, term_elements), digest))
+    return list(zip(ids, (row for row, _ in fresh), strict=True))
+
+
+def _merge_rewritten(
+    cur: psycopg.Cursor[Any], rewritten: Sequence[tuple[KnowledgeRow, str]], term_elements: dict[str, bytes]
+) -> tuple[list[tuple[int, KnowledgeRow]], int]:
+    """Merge the changed rows of identities the source held: (the chunks inserted as new, with their
+    ids; the number of rows updated in place)."""
+    if not rewritten:
+        return [], 0
+    cur.execute(_CREATE_INCOMING)
+    with cur.copy(f"COPY knowledge_incoming ({_ALL_WRITTEN}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_COPY_TYPES)
+        for row, digest in rewritten:
+            copy.write_row((*_copy_values(row, term_elements), digest))
+    cur.execute(f"ANALYZE knowledge_incoming ({', '.join(_IDENTITY)})")  # what the merge joins on
+    written = cur.execute(_MERGE).fetchall()
+    by_identity = {_identity(row): row for row, _ in rewritten}
+    inserted = [(chunk_id, by_identity[tuple(identity)]) for chunk_id, is_new, *identity in written if is_new]
+    return inserted, sum(1 for _, is_new, *_ in written if not is_new)
 
 
 def _index_new_chunks(cur: psycopg.Cursor[Any], chunks: Sequence[tuple[int, KnowledgeRow]]) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -93,73 +94,18 @@ def close_crawl(
             "SELECT tenant_id, retirement_held_pages FROM websites WHERE id = %s", (website_id,)
         ).fetchone()
         tenant = site["tenant_id"]
-        keys = [r["partition_key"] for r in conn.execute(
-            f"""
-            SELECT partition_key FROM pages WHERE website_id = %(website)s
-               AND ((document IS NOT NULL AND (last_seen_at < %(started)s OR ({_FOUND_GONE})))
-                    OR {_WITHDRAWABLE} OR {_BOOKKEEPING})
-            """,
-            params,
-        )]
+        keys = _pages_to_decide(conn, params)
         lock_sources(conn, [(tenant, "website", key) for key in keys])
         lock_pages(conn, keys)
         live = conn.execute(
             "SELECT count(*) AS n FROM pages WHERE website_id = %s AND document IS NOT NULL", (website_id,)
         ).fetchone()["n"]
-        reasons = {r["partition_key"]: r["reason"] for r in conn.execute(
-            f"SELECT partition_key, failure_reason AS reason FROM pages"
-            f" WHERE website_id = %(website)s AND document IS NOT NULL AND {_FOUND_GONE}",
-            params,
-        )}
-        for page in conn.execute(
-            """
-            UPDATE pages SET unseen_crawls = unseen_crawls + 1, unseen_since = COALESCE(unseen_since, %(started)s)
-            WHERE website_id = %(website)s AND document IS NOT NULL AND last_seen_at < %(started)s
-            RETURNING partition_key, unseen_crawls, unseen_since,
-                      unseen_since <= %(started)s - make_interval(secs => %(days)s * 86400) AS old_enough
-            """,
-            {**params, "days": policy.unseen_days},
-        ).fetchall():
-            if clean:
-                reasons[page["partition_key"]] = "no longer linked from the site"
-            elif page["unseen_crawls"] >= policy.unseen_crawls and page["old_enough"]:
-                reasons[page["partition_key"]] = (
-                    f"not reached by the last {page['unseen_crawls']} crawls"
-                    f" (since {page['unseen_since']:%Y-%m-%d})"
-                )
+        reasons = _retirement_reasons(conn, params, clean, policy)
         retire, held_pages, held = _decide(set(reasons), set(site["retirement_held_pages"] or ()), live, policy)
         if held:
-            conn.execute(
-                f"""
-                UPDATE pages SET failure_reason = COALESCE(failure_reason || ' ', '') || '(' || %(held)s || ')',
-                       updated_at = now()
-                WHERE website_id = %(website)s AND partition_key = ANY(%(keys)s) AND {_FOUND_GONE}
-                """,
-                {**params, "held": held, "keys": held_pages},
-            )
-        retired = [r["partition_key"] for r in conn.execute(
-            f"""
-            UPDATE pages SET status = 'gone', failure_reason = COALESCE(v.reason, pages.failure_reason),
-                   links = '{{}}', document = NULL, content_hash = NULL, processed_hash = NULL,
-                   processed_model = NULL, partition_registered = false, unseen_crawls = 0,
-                   unseen_since = NULL, updated_at = now()
-            FROM (SELECT key, reason FROM unnest(%(keys)s::text[], %(reasons)s::text[]) AS v(key, reason)
-                  UNION ALL
-                  SELECT partition_key, NULL FROM pages WHERE website_id = %(website)s AND {_BOOKKEEPING}) v
-            WHERE pages.website_id = %(website)s AND pages.partition_key = v.key
-            RETURNING pages.partition_key
-            """,
-            {**params, "keys": sorted(retire), "reasons": [reasons[key] for key in sorted(retire)]},
-        )]
-        withdrawn = [r["partition_key"] for r in conn.execute(
-            f"""
-            UPDATE pages SET partition_registered = false, processed_hash = NULL, processed_model = NULL,
-                   updated_at = now()
-            WHERE website_id = %(website)s AND partition_key = ANY(%(keys)s) AND {_WITHDRAWABLE}
-            RETURNING partition_key
-            """,
-            {**params, "keys": keys},
-        )]
+            _note_hold_on_pages(conn, params, held, held_pages)
+        retired = _retire(conn, params, {key: reasons[key] for key in retire})
+        withdrawn = _withdraw(conn, params, keys)
         removed = [*retired, *withdrawn]
         chunks_deleted = delete_sources(conn, [(tenant, "website", key) for key in removed])
         conn.execute(
@@ -167,6 +113,91 @@ def close_crawl(
             (held, held_pages, website_id),
         )
     return Retirement(retired, withdrawn, len(reasons), live, chunks_deleted, held, held_pages)
+
+
+def _pages_to_decide(conn: psycopg.Connection, params: dict[str, Any]) -> list[str]:
+    """Partition keys of the pages the crawl's end may retire or withdraw (to lock before deciding)."""
+    return [r["partition_key"] for r in conn.execute(
+        f"""
+        SELECT partition_key FROM pages WHERE website_id = %(website)s
+           AND ((document IS NOT NULL AND (last_seen_at < %(started)s OR ({_FOUND_GONE})))
+                OR {_WITHDRAWABLE} OR {_BOOKKEEPING})
+        """,
+        params,
+    )]
+
+
+def _retirement_reasons(
+    conn: psycopg.Connection, params: dict[str, Any], clean: bool, policy: RetirementPolicy
+) -> dict[str, str]:
+    """The candidates and why: found gone (404/410), unlinked after a clean crawl, or unseen by age;
+    counts one more miss for every live page the crawl did not reach."""
+    reasons = {r["partition_key"]: r["reason"] for r in conn.execute(
+        f"SELECT partition_key, failure_reason AS reason FROM pages"
+        f" WHERE website_id = %(website)s AND document IS NOT NULL AND {_FOUND_GONE}",
+        params,
+    )}
+    for page in conn.execute(
+        """
+        UPDATE pages SET unseen_crawls = unseen_crawls + 1, unseen_since = COALESCE(unseen_since, %(started)s)
+        WHERE website_id = %(website)s AND document IS NOT NULL AND last_seen_at < %(started)s
+        RETURNING partition_key, unseen_crawls, unseen_since,
+                  unseen_since <= %(started)s - make_interval(secs => %(days)s * 86400) AS old_enough
+        """,
+        {**params, "days": policy.unseen_days},
+    ).fetchall():
+        if clean:
+            reasons[page["partition_key"]] = "no longer linked from the site"
+        elif page["unseen_crawls"] >= policy.unseen_crawls and page["old_enough"]:
+            reasons[page["partition_key"]] = (
+                f"not reached by the last {page['unseen_crawls']} crawls"
+                f" (since {page['unseen_since']:%Y-%m-%d})"
+            )
+    return reasons
+
+
+def _note_hold_on_pages(conn: psycopg.Connection, params: dict[str, Any], held: str, held_pages: list[str]) -> None:
+    """Append why they were kept to the failure reason of the held pages found gone."""
+    conn.execute(
+        f"""
+        UPDATE pages SET failure_reason = COALESCE(failure_reason || ' ', '') || '(' || %(held)s || ')',
+               updated_at = now()
+        WHERE website_id = %(website)s AND partition_key = ANY(%(keys)s) AND {_FOUND_GONE}
+        """,
+        {**params, "held": held, "keys": held_pages},
+    )
+
+
+def _retire(conn: psycopg.Connection, params: dict[str, Any], reasons: dict[str, str]) -> list[str]:
+    """Mark the pages to retire (and the bookkeeping-only ones) gone with their reason; their keys."""
+    keys = sorted(reasons)
+    return [r["partition_key"] for r in conn.execute(
+        f"""
+        UPDATE pages SET status = 'gone', failure_reason = COALESCE(v.reason, pages.failure_reason),
+               links = '{{}}', document = NULL, content_hash = NULL, processed_hash = NULL,
+               processed_model = NULL, partition_registered = false, unseen_crawls = 0,
+               unseen_since = NULL, updated_at = now()
+        FROM (SELECT key, reason FROM unnest(%(keys)s::text[], %(reasons)s::text[]) AS v(key, reason)
+              UNION ALL
+              SELECT partition_key, NULL FROM pages WHERE website_id = %(website)s AND {_BOOKKEEPING}) v
+        WHERE pages.website_id = %(website)s AND pages.partition_key = v.key
+        RETURNING pages.partition_key
+        """,
+        {**params, "keys": keys, "reasons": [reasons[key] for key in keys]},
+    )]
+
+
+def _withdraw(conn: psycopg.Connection, params: dict[str, Any], keys: list[str]) -> list[str]:
+    """Withdraw the pages among `keys` that now say not to index them (skipped); their keys."""
+    return [r["partition_key"] for r in conn.execute(
+        f"""
+        UPDATE pages SET partition_registered = false, processed_hash = NULL, processed_model = NULL,
+               updated_at = now()
+        WHERE website_id = %(website)s AND partition_key = ANY(%(keys)s) AND {_WITHDRAWABLE}
+        RETURNING partition_key
+        """,
+        {**params, "keys": keys},
+    )]
 
 
 def _decide(

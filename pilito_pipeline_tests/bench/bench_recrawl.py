@@ -28,6 +28,7 @@ from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.store.websites import register_website  # noqa: E402
+from pilito_pipeline_tests.dagster_stack import write_site_tree  # noqa: E402
 from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs  # noqa: E402
 
 WORDS_FA = "آموزش دوره زبان کلاس شهریه ثبت نام استاد ترم آزمون مدرک بورسیه کتاب ساعت تهران آنلاین".split()
@@ -35,20 +36,18 @@ WORDS_EN = "course price teacher exam schedule online campus library workshop ce
 
 
 def generate_site(root: Path, pages: int, seed: int = 7) -> None:
+    """`pages` pages of mixed Persian and English text (`write_site_tree`)."""
     rng = random.Random(seed)
-    for i in range(pages):
-        children = range(10 * i + 1, min(10 * i + 11, pages))  # a tree of fan-out 10: depth ≤ 3
-        links = "".join(f'<a href="/page{j}.html">page {j}</a> ' for j in children)
+
+    def page_html(i: int, links: str) -> str:
         paragraphs = "".join(
             "<p>" + " ".join(rng.choice(WORDS_FA + WORDS_EN) for _ in range(60)) + f" صفحه {i}.</p>"
             for _ in range(4)
         )
-        (root / f"page{i}.html").write_text(
-            f"<html lang='fa'><head><title>صفحه {i}</title></head><body><nav>{links}</nav>"
-            f"<main><h1>صفحه {i}</h1><h2>بخش اول</h2>{paragraphs}</main></body></html>",
-            encoding="utf-8",
-        )
-    (root / "index.html").write_text('<html><body><a href="/page0.html">start</a></body></html>', encoding="utf-8")
+        return (f"<html lang='fa'><head><title>صفحه {i}</title></head><body><nav>{links}</nav>"
+                f"<main><h1>صفحه {i}</h1><h2>بخش اول</h2>{paragraphs}</main></body></html>")
+
+    write_site_tree(root, pages, page_html)
 
 
 class CountingHandler(SimpleHTTPRequestHandler):
@@ -61,10 +60,14 @@ class CountingHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=200)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("LC_ALL", "C.UTF-8")
@@ -193,7 +193,7 @@ def timed(run: Callable[[], object]) -> tuple[object, float]:
     return result, (time.perf_counter() - started) * 1000
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=500)
@@ -206,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True,
                         help="also time hybrid + cross-encoder variants")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
+
+def bench_database(args: argparse.Namespace) -> str:
+    """`--database-url`, else the `bench_retrieval` database of the embedded server in BENCH_PG_DIR
+    (made afresh unless `--reuse`); migrated."""
     url = args.database_url
     if not url:
         root = embedded_server_uri(Path(os.environ.get("BENCH_PG_DIR", ".pilito-bench")), database="postgres")
@@ -219,51 +222,131 @@ def main(argv: list[str] | None = None) -> int:
         head, sep, query = root.partition("?")
         url = f"{head.rsplit('/', 1)[0]}/bench_retrieval{sep}{query}"
     migrate(url)
+    return url
 
+
+def load(url: str, provider: LocalProvider, sizes: list[int], args: argparse.Namespace) -> None:
+    """Embed the real texts once and load the corpus of `sizes` chunks per tenant from them."""
+    texts = demo_texts() + [("", p) for p in stdlib_paragraphs(args.real_texts, args.seed)]
+    print(f"real texts: {len(texts):,} (demo site + stdlib docstrings); embedding ...", flush=True)
+    vectors, embed_ms = timed(lambda: provider.embed([f"{t} {x}".strip() for t, x in texts]))
+    print(f"  {len(texts) / (embed_ms / 1000):.0f} texts/s", flush=True)
+    load_corpus(url, texts, vectors, sizes, args.sigma, args.seed)
+
+
+def rerank_retrievers(
+    url: str, provider: LocalProvider, flags: FeatureFlags, config: RetrievalConfig, workdir: Path
+) -> dict[str, Retriever]:
+    """Hybrid + cross-encoder variants: two model depths, passage kinds and lengths."""
+    folder = workdir / "models"
+    rerankers = {f"L{layers}": build_cross_encoder(folder, layers) for layers in (6, 2)}
+    rerank_variants = {
+        "rerank L6 tldr/128": replace(config, rerank_model=str(rerankers["L6"]), rerank_max_length=128),
+        "rerank L6 full/256": replace(config, rerank_model=str(rerankers["L6"]), rerank_passage="full",
+                                      rerank_max_length=256),
+        "rerank L6 tldr/64": replace(config, rerank_model=str(rerankers["L6"]), rerank_max_length=64),
+        "rerank L2 tldr/128": replace(config, rerank_model=str(rerankers["L2"]), rerank_max_length=128),
+    }
+    return {name: Retriever(url, embedder=provider, flags=flags, config=variant, pool_size=2)
+            for name, variant in rerank_variants.items()}
+
+
+def tenants_by_size_bucket(sizes: list[int]) -> dict[tuple[int, int], list[str]]:
+    by_bucket: dict[tuple[int, int], list[str]] = {}
+    for number, size in enumerate(sizes):
+        for bucket in SIZE_BUCKETS:
+            if bucket[0] < size <= bucket[1]:
+                by_bucket.setdefault(bucket, []).append(f"tenant{number:04d}")
+    return by_bucket
+
+
+@dataclass
+class Bench:
+    """What every query of the benchmark runs against."""
+
+    provider: LocalProvider
+    config: RetrievalConfig
+    hybrid: Retriever
+    reranking: dict[str, Retriever]
+    indexed: set[str]
+    size_of: dict[str, int]
+
+
+def measure_query(conn: psycopg.Connection, bench: Bench, tenant: str, rng: random.Random,
+                  samples: dict[str, list[float]], recalls: dict[tuple[int, str], list[float]]) -> None:
+    """One query taken from a random chunk of `tenant`: each mode's latency into `samples`, and
+    HNSW's recall against the exact search into `recalls` where the tenant has its own index."""
+    provider, config = bench.provider, bench.config
+    row = conn.execute("SELECT full_text FROM tenant_knowledge WHERE tenant_id = %s"
+                       " OFFSET %s LIMIT 1", (tenant, rng.randrange(bench.size_of[tenant]))).fetchone()
+    query = " ".join(row["full_text"].split()[:10])
+    analysis = analyze_query(query)
+    vector, embed = timed(lambda a=analysis: embed_query(provider, a))
+    plan, plan_ms = timed(lambda t=tenant: tenant_dense_plan(conn, t))
+    exact, exact_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="exact"))
+    measured = [("dense exact (+embed)", embed + exact_ms)]
+    if tenant in bench.indexed:
+        _, ann_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="hnsw",
+                                                 ef_search=config.hnsw_ef_search))
+        measured.append(("dense own hnsw (+embed)", embed + ann_ms))
+        truth = {i for i, _ in exact}
+        for ef_search in RECALL_EF_SEARCH:
+            found = dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="hnsw", ef_search=ef_search)
+            recalls.setdefault((ef_search, analysis.language), []).append(
+                len({i for i, _ in found} & truth) / max(1, len(truth)))
+    chosen_ms = plan_ms + (ann_ms if plan == "hnsw" else exact_ms)
+    _, bm25_ms = timed(lambda a=analysis: bm25_search(conn, tenant, ["website"], a.terms, 15))
+    result, hybrid_ms = timed(lambda q=query, t=tenant: bench.hybrid.retrieve_context(q, t))
+    assert result.retrieval_method == "hybrid", result.degradations
+    measured += [("dense chosen (+embed)", embed + chosen_ms), ("bm25", bm25_ms), ("hybrid", hybrid_ms)]
+    for name, value in measured:
+        samples.setdefault(name, []).append(value)
+    for name, retriever in bench.reranking.items():
+        reranked, ms = timed(lambda q=query, t=tenant, r=retriever: r.retrieve_context(q, t))
+        assert reranked.retrieval_method == "hybrid+rerank", reranked.degradations
+        samples.setdefault(f"hybrid+{name}", []).append(ms)
+
+
+def report_bucket(bucket: tuple[int, int], tenants: list[str], indexed: set[str], samples: dict[str, list[float]],
+                  recalls: dict[tuple[int, str], list[float]]) -> None:
+    label = f"{bucket[0]:,}-{bucket[1]:,}" if bucket[1] < 10**9 else f">{bucket[0]:,}"
+    exact_p95 = percentiles(samples["dense exact (+embed)"])[1]
+    for name, values in samples.items():
+        p50, p95 = percentiles(values)
+        print(f"{label:<14} {name:<24} {p50:>8.1f} {p95:>8.1f} {p95 / exact_p95:>9.2f}")
+    for (ef_search, language), values in sorted(recalls.items()):
+        print(f"{label:<14} {f'recall@20 {language} ef={ef_search}':<24} {statistics.mean(values):>8.3f}"
+              f" (min {min(values):.2f}, {len(values)} queries, hnsw vs exact)")
+    print(f"{label:<14} {len(tenants)} tenants, {sum(t in indexed for t in tenants)} with their own index",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
+    url = bench_database(args)
     provider = LocalProvider()
     sizes = tenant_sizes(args.chunks, args.tenants, args.skew)
     print(f"tenants: {len(sizes)}, chunks: {sum(sizes):,}, largest {sizes[0]:,}, median {sorted(sizes)[len(sizes) // 2]:,}")
     if not args.reuse:
-        texts = demo_texts() + [("", p) for p in stdlib_paragraphs(args.real_texts, args.seed)]
-        print(f"real texts: {len(texts):,} (demo site + stdlib docstrings); embedding ...", flush=True)
-        vectors, embed_ms = timed(lambda: provider.embed([f"{t} {x}".strip() for t, x in texts]))
-        print(f"  {len(texts) / (embed_ms / 1000):.0f} texts/s", flush=True)
-        load_corpus(url, texts, vectors, sizes, args.sigma, args.seed)
+        load(url, provider, sizes, args)
 
     min_chunks = DEFAULT_MIN_CHUNKS
     indexed = set(build_tenant_indexes(url, min_chunks))
     print(f"tenants with their own HNSW indexes (>= {min_chunks:,} chunks): {sorted(indexed) or 'none'}")
 
     rng = random.Random(args.seed)
-    tenants_by_bucket: dict[tuple[int, int], list[str]] = {}
-    for number, size in enumerate(sizes):
-        for bucket in SIZE_BUCKETS:
-            if bucket[0] < size <= bucket[1]:
-                tenants_by_bucket.setdefault(bucket, []).append(f"tenant{number:04d}")
-    size_of = {f"tenant{n:04d}": s for n, s in enumerate(sizes)}
-
+    tenants_by_bucket = tenants_by_size_bucket(sizes)
     flags = FeatureFlags("")
     config = RetrievalConfig()
     hybrid = Retriever(url, embedder=provider, flags=flags, config=config, pool_size=2)
-    reranking: dict[str, Retriever] = {}
-    if args.rerank:
-        folder = workdir / "models"
-        rerankers = {f"L{layers}": build_cross_encoder(folder, layers) for layers in (6, 2)}
-        rerank_variants = {
-            "rerank L6 tldr/128": replace(config, rerank_model=str(rerankers["L6"]), rerank_max_length=128),
-            "rerank L6 full/256": replace(config, rerank_model=str(rerankers["L6"]), rerank_passage="full",
-                                          rerank_max_length=256),
-            "rerank L6 tldr/64": replace(config, rerank_model=str(rerankers["L6"]), rerank_max_length=64),
-            "rerank L2 tldr/128": replace(config, rerank_model=str(rerankers["L2"]), rerank_max_length=128),
-        }
-        reranking = {name: Retriever(url, embedder=provider, flags=flags, config=variant, pool_size=2)
-                     for name, variant in rerank_variants.items()}
+    reranking = rerank_retrievers(url, provider, flags, config, workdir) if args.rerank else {}
     for retriever in (hybrid, *reranking.values()):
         retriever.warm_up()
+    bench = Bench(provider, config, hybrid, reranking, indexed, {f"tenant{n:04d}": s for n, s in enumerate(sizes)})
 
     print(f"\nper-tenant HNSW from {min_chunks:,} chunks; ef_search {config.hnsw_ef_search}")
-    header = f"{'bucket':<14} {'mode':<24} {'p50 ms':>8} {'p95 ms':>8} {'p95/exact':>9}"
-    print(header)
+    print(f"{'bucket':<14} {'mode':<24} {'p50 ms':>8} {'p95 ms':>8} {'p95/exact':>9}")
     with connect(url, autocommit=True) as conn:
         for bucket in SIZE_BUCKETS:
             tenants = tenants_by_bucket.get(bucket, [])
@@ -272,50 +355,14 @@ def main(argv: list[str] | None = None) -> int:
             samples: dict[str, list[float]] = {}
             recalls: dict[tuple[int, str], list[float]] = {}
             for _ in range(args.queries_per_bucket):
-                tenant = rng.choice(tenants)
-                row = conn.execute("SELECT full_text FROM tenant_knowledge WHERE tenant_id = %s"
-                                   " OFFSET %s LIMIT 1", (tenant, rng.randrange(size_of[tenant]))).fetchone()
-                query = " ".join(row["full_text"].split()[:10])
-                analysis = analyze_query(query)
-                vector, embed = timed(lambda a=analysis: embed_query(provider, a))
-                plan, plan_ms = timed(lambda t=tenant: tenant_dense_plan(conn, t))
-                exact, exact_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="exact"))
-                measured = [("dense exact (+embed)", embed + exact_ms)]
-                if tenant in indexed:
-                    _, ann_ms = timed(lambda: dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="hnsw",
-                                                             ef_search=config.hnsw_ef_search))
-                    measured.append(("dense own hnsw (+embed)", embed + ann_ms))
-                    truth = {i for i, _ in exact}
-                    for ef_search in RECALL_EF_SEARCH:
-                        found = dense_search(conn, tenant, ["website"], vector, 20, model=provider.model_name, plan="hnsw", ef_search=ef_search)
-                        recalls.setdefault((ef_search, analysis.language), []).append(
-                            len({i for i, _ in found} & truth) / max(1, len(truth)))
-                chosen_ms = plan_ms + (ann_ms if plan == "hnsw" else exact_ms)
-                _, bm25_ms = timed(lambda a=analysis: bm25_search(conn, tenant, ["website"], a.terms, 15))
-                result, hybrid_ms = timed(lambda q=query, t=tenant: hybrid.retrieve_context(q, t))
-                assert result.retrieval_method == "hybrid", result.degradations
-                measured += [("dense chosen (+embed)", embed + chosen_ms), ("bm25", bm25_ms), ("hybrid", hybrid_ms)]
-                for name, value in measured:
-                    samples.setdefault(name, []).append(value)
-                for name, retriever in reranking.items():
-                    reranked, ms = timed(lambda q=query, t=tenant, r=retriever: r.retrieve_context(q, t))
-                    assert reranked.retrieval_method == "hybrid+rerank", reranked.degradations
-                    samples.setdefault(f"hybrid+{name}", []).append(ms)
-            label = f"{bucket[0]:,}-{bucket[1]:,}" if bucket[1] < 10**9 else f">{bucket[0]:,}"
-            exact_p95 = percentiles(samples["dense exact (+embed)"])[1]
-            for name, values in samples.items():
-                p50, p95 = percentiles(values)
-                print(f"{label:<14} {name:<24} {p50:>8.1f} {p95:>8.1f} {p95 / exact_p95:>9.2f}")
-            for (ef_search, language), values in sorted(recalls.items()):
-                print(f"{label:<14} {f'recall@20 {language} ef={ef_search}':<24} {statistics.mean(values):>8.3f}"
-                      f" (min {min(values):.2f}, {len(values)} queries, hnsw vs exact)")
-            print(f"{label:<14} {len(tenants)} tenants, {sum(t in indexed for t in tenants)} with their own index",
-                  flush=True)
+                measure_query(conn, bench, rng.choice(tenants), rng, samples, recalls)
+            report_bucket(bucket, tenants, indexed, samples, recalls)
     for retriever in (hybrid, *reranking.values()):
         retriever.close()
     if not args.database_url:  # the corpus stays in BENCH_PG_DIR for --reuse; the server stops
         stop_embedded_server(Path(os.environ.get("BENCH_PG_DIR", ".pilito-bench")))
     return 0
+
 
 
 if __name__ == "__main__":

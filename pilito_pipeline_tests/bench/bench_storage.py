@@ -23,7 +23,7 @@ from pilito_pipeline.store.migrate import migrate  # noqa: E402
 from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server  # noqa: E402
 from pilito_pipeline.store.websites import register_website  # noqa: E402
 from pilito_pipeline_tests.defs.conftest import run_sensors_and_runs  # noqa: E402
-from pilito_pipeline_tests.defs.daemon_stack import served  # noqa: E402
+from pilito_pipeline_tests.dagster_stack import served  # noqa: E402
 
 SITE = Path(__file__).resolve().parents[1] / "fixtures" / "handbook_fa" / "site"
 TABLES = ("pages", "asset_values", "tenant_knowledge", "bm25_postings", "page_failures")

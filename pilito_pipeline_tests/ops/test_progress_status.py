@@ -14,7 +14,7 @@ from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.site_status import site_statuses
 from pilito_pipeline_tests.defs.conftest import register
 from pilito_pipeline_tests.ops.conftest import crawl_and_process
-from pilito_pipeline_tests.test_demo import free_port
+from pilito_pipeline_tests.services import free_port
 
 pytestmark = pytest.mark.slow
 MODEL = "all-MiniLM-L6-v2"  # the resources' embedder (defs/conftest.py)

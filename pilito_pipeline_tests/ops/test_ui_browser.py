@@ -15,16 +15,16 @@ Waits poll the page (minutes-long deadlines), never fixed sleeps.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from pilito_pipeline.settings import PROJECT_ROOT
-from pilito_pipeline_tests.defs.daemon_stack import graphql
+from pilito_pipeline_tests.dagster_stack import graphql
+from pilito_pipeline_tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,19 +51,6 @@ def page_run_checks() -> dict[str, str]:
 STEP_TIMEOUT = 600.0
 """Seconds any one UI state may take to appear: generous, for a loaded machine."""
 
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = STEP_TIMEOUT) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(1)
 
 
 @dataclass
@@ -93,7 +80,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from pilito_pipeline.store.db import resolve_database_url
     from pilito_pipeline.store.migrate import migrate
     from pilito_pipeline.store.server import stop_embedded_server
-    from pilito_pipeline_tests.test_demo import free_port
+    from pilito_pipeline_tests.services import free_port
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PILITO_DATA_DIR", str(tmp_path_factory.mktemp("ui-stack")))
@@ -172,7 +159,7 @@ class UI:
                     raise AssertionError(f"the page shows {bad!r}:\n{text[:3000]}")
             return text if all(needle in text for needle in needles) else None
 
-        return wait_for(f"{needles} on {self.driver.current_url}", probe, timeout)
+        return wait_for(f"{needles} on {self.driver.current_url}", probe, timeout, interval=1)
 
     def click_button(self, label: str) -> None:
         from selenium.webdriver.common.by import By
@@ -183,7 +170,7 @@ class UI:
                     return button
             return None
 
-        wait_for(f"button {label!r} on {self.driver.current_url}", clickable).click()
+        wait_for(f"button {label!r} on {self.driver.current_url}", clickable, STEP_TIMEOUT, interval=1).click()
 
     def screenshot(self, name: str) -> Path:
         path = ARTIFACTS / f"{name}.png"
@@ -209,9 +196,9 @@ class UI:
         # fight its auto-indent and completions).
         wait_for("the config editor", lambda: self.driver.execute_script(
             "const e = document.querySelector('.CodeMirror'); if (!e) return false;"
-            " e.CodeMirror.setValue(arguments[0]); return true;", config))
+            " e.CodeMirror.setValue(arguments[0]); return true;", config), STEP_TIMEOUT, interval=1)
         self.click_button("Launch Run")
-        return wait_for("the run page", self._run_id_in_url)
+        return wait_for("the run page", self._run_id_in_url, STEP_TIMEOUT, interval=1)
 
     def _run_id_in_url(self) -> str | None:
         url = self.driver.current_url
@@ -249,7 +236,7 @@ def test_operator_day_in_the_dagster_ui(stack: Stack, browser: Any) -> None:
     partition = f"w{website['id']}"
 
     # 4. The sensor's crawl run, then the page runs, succeed.
-    crawl = wait_for("the crawl run", lambda: stack.runs({"dagster/partition": partition}))[-1]
+    crawl = wait_for("the crawl run", lambda: stack.runs({"dagster/partition": partition}), STEP_TIMEOUT, interval=1)[-1]
     ui.wait_run(crawl["runId"])
     ui.screenshot("05-crawl-run-succeeded")
 
@@ -262,7 +249,7 @@ def test_operator_day_in_the_dagster_ui(stack: Stack, browser: Any) -> None:
             ).fetchone()
         return row["pending"] == 0 and row["done"] > 0
 
-    wait_for("every page processed", pages_done)
+    wait_for("every page processed", pages_done, STEP_TIMEOUT, interval=1)
     page_runs = [r for r in stack.runs({"pilito/tenant": TENANT}) if r["runId"] != crawl["runId"]
                  and not any(t["key"] == "dagster/partition" for t in r["tags"])]
     assert page_runs, "no page runs were launched"
@@ -292,7 +279,7 @@ def test_operator_day_in_the_dagster_ui(stack: Stack, browser: Any) -> None:
     ui.screenshot("08-recrawl-dialog")
     ui.click_button("Launch 1 run")
     recrawl = wait_for("the re-crawl run", lambda: [
-        r for r in stack.runs({"dagster/partition": partition}) if r["runId"] not in before])[0]
+        r for r in stack.runs({"dagster/partition": partition}) if r["runId"] not in before], STEP_TIMEOUT, interval=1)[0]
     ui.wait_run(recrawl["runId"])
     ui.screenshot("09-recrawl-succeeded")
     ui.open(f"/assets/website_crawl?view=partitions&partition={partition}")
@@ -303,7 +290,7 @@ def test_operator_day_in_the_dagster_ui(stack: Stack, browser: Any) -> None:
     checks = page_run_checks()
     ui.open("/assets/chunk_embeddings?view=checks")
     text = wait_for("every asset check evaluated", lambda: (
-        t if (t := ui.text()).count("Succeeded") + t.count("Failed") >= len(checks) else None))
+        t if (t := ui.text()).count("Succeeded") + t.count("Failed") >= len(checks) else None), STEP_TIMEOUT, interval=1)
     listed = text.split("Execute all", 1)[1].split("\n")
     results = {name: listed[listed.index(name) + 1] for name in checks}
     ui.screenshot("11-asset-checks")

@@ -20,7 +20,8 @@ from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE, run_worker
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.websites import register_website
 from pilito_pipeline_tests.embed.openai_server import Failure
-from pilito_pipeline_tests.recovery.conftest import Site, Stack, wait_for
+from pilito_pipeline_tests.dagster_stack import Site, Stack
+from pilito_pipeline_tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -84,13 +85,13 @@ def test_run_worker_killed_mid_crawl(stack: Stack, make_site) -> None:
     """A first crawl killed mid-way leaves the website `crawling` with its request's run key used:
     without recovery it is never crawled again."""
     site = make_site("alpha", held_path="/p2.html")
-    site.held.clear()
+    site.path_released.clear()
     register(stack, "alpha", site)
     wait_for("the crawl to reach /p2.html", lambda: "/p2.html" in site.requested)
     run = stack.running_run("alpha", "crawl")
     kill_worker(stack, run)
     injected_at = time.monotonic()
-    site.held.set()
+    site.path_released.set()
     finish(stack, "alpha", site, "run worker SIGKILLed mid-crawl",
            lambda: f"crawl run {status(stack, run.run_id)}", injected_at)
     assert stack.instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 import psycopg
@@ -19,14 +17,7 @@ from pilito_pipeline.store.ann_indexes import (
     tenants_needing_ann_index,
 )
 from pilito_pipeline.store.db import connect
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 300.0) -> None:
-    """Poll for a state; the deadline is generous (a loaded machine is slow, not failing)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "state not reached in time"
-        time.sleep(0.05)
+from pilito_pipeline_tests.waiting import wait_for
 
 
 def waits_on_lock(url: str, pid: int) -> bool:
@@ -173,7 +164,9 @@ def test_invalid_index_left_by_a_cancelled_build_is_rebuilt(database_url: str) -
 
             thread = threading.Thread(target=build)
             thread.start()
-            wait_until(lambda: full_name in indexes_of(database_url, "big") and waits_on_lock(database_url, builder_pid))
+            wait_for("the index in the catalog and its build waiting on a lock",
+                     lambda: full_name in indexes_of(database_url, "big") and waits_on_lock(database_url, builder_pid),
+                     interval=0.05)
             with connect(database_url, autocommit=True) as admin:
                 admin.execute("SELECT pg_cancel_backend(%s)", (builder_pid,))
             thread.join(timeout=300)

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import random
 import signal
-import time
 
 import psycopg
 import pytest
@@ -16,6 +15,7 @@ from pilito_pipeline.store.checks import incomplete_chunk_sets
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.knowledge import SourceKey, load_sources, upsert_sources
 from pilito_pipeline_tests.store.test_knowledge import assert_rows_equal, make_rows
+from pilito_pipeline_tests.waiting import wait_for
 
 SOURCES: list[SourceKey] = [("t1", "website", f"p{i}") for i in range(12)] + [("t2", "faq", "f1")]
 VERSIONS = {"long": 6, "short": 3}  # two complete versions of every source
@@ -35,7 +35,7 @@ def concurrent_writer(url: str, seed: int, rounds: int, queue: multiprocessing.Q
                 chosen = rng.sample(SOURCES, k=rng.randint(3, len(SOURCES)))
                 upsert_sources(conn, {k: expected(k, rng.choice(list(VERSIONS))) for k in chosen})
             queue.put(("ready", seed))
-            _wait_for(lambda: os.path.exists(f"{url_token(url)}.go"))
+            wait_for("the go signal", lambda: os.path.exists(f"{url_token(url)}.go"), interval=0.01)
             upsert_sources(conn, {k: expected(k, "long") for k in rng.sample(SOURCES, k=len(SOURCES))})
     except Exception as exc:  # reported to the test, which fails on any
         errors.append(f"{type(exc).__name__}: {exc}")
@@ -44,15 +44,6 @@ def concurrent_writer(url: str, seed: int, rounds: int, queue: multiprocessing.Q
 
 def url_token(url: str) -> str:
     return f"/tmp/pilito-knowledge-{abs(hash(url))}"
-
-
-def _wait_for(condition, timeout: float = 300.0) -> None:
-    """Poll for a state; the deadline is generous (a loaded 2-core machine is slow, not failing)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
 
 
 @pytest.mark.slow
@@ -114,12 +105,12 @@ def test_a_writer_killed_mid_transaction_leaves_nothing_partial(database_url: st
         )
         writer = multiprocessing.get_context("fork").Process(target=writer_to_be_killed, args=(database_url, new))
         writer.start()
-        _wait_for(lambda: _writer_waits_on_lock(database_url))
+        wait_for("the writer waiting on the lock", lambda: _writer_waits_on_lock(database_url), interval=0.01)
         os.kill(writer.pid, signal.SIGKILL)
         writer.join(timeout=300)
         blocker.rollback()
     assert writer.exitcode == -signal.SIGKILL
-    _wait_for(lambda: not _writer_backend_alive(database_url))
+    wait_for("the writer's backend gone", lambda: not _writer_backend_alive(database_url), interval=0.01)
 
     with connect(database_url) as conn:
         stored = load_sources(conn, [a, b])
