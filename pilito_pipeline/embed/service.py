@@ -63,7 +63,8 @@ class BatchingEmbedder:
     """The provider behind one queue and worker thread per input kind (see the module docstring).
 
     `embed(texts, input_type)` blocks its caller until the batch holding its texts is done.
-    `batches` counts provider calls per kind and `batched_requests` the requests they carried.
+    `batches` counts provider calls per kind and `batched_requests` the requests they carried
+    (`GET /health` shows both).
     """
 
     def __init__(self, provider: EmbeddingProvider, *, max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS) -> None:
@@ -227,7 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         provider = self.server.embedder.provider
         if self.path != "/health":
             return self._error(RequestRefused(404, f"no route {self.path}", "not_found"))
-        self._answer(200, {"status": "ok", "model": provider.model_name, "dimension": provider.dimension})
+        embedder = self.server.embedder
+        self._answer(200, {"status": "ok", "model": provider.model_name, "dimension": provider.dimension,
+                           "batches": dict(embedder.batches), "batched_requests": dict(embedder.batched_requests)})
 
     def do_POST(self) -> None:
         embedder = self.server.embedder
