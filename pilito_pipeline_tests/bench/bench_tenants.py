@@ -73,6 +73,18 @@ def batching(service: EmbeddingServiceProcess) -> str:
     return f"{requests} passage requests in {batches} model calls ({requests / max(batches, 1):.2f} a call)"
 
 
+def print_report(args: argparse.Namespace, all_s: float, waits: list[float], kinds: Counter[str], failed: int,
+                 page_sizes: list[int], batched: str) -> None:
+    print(f"\n{args.tenants} tenants × {args.pages} pages, registered at once; embedding {args.embedding}")
+    print(f"time until all searchable:                  {all_s:7.1f} s")
+    print(f"longest wait for a tenant's first page:     {waits[-1]:7.1f} s (median {statistics.median(waits):.1f} s)")
+    print(f"runs launched: {dict(kinds)}; page run sizes: median {statistics.median(page_sizes):.0f}, "
+          f"max {max(page_sizes)}")
+    print(f"failed runs: {failed}   goal 0: {'MET' if not failed else 'MISSED'}")
+    if batched:
+        print(f"embedding service: {batched}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tenants", type=int, default=100)
@@ -122,16 +134,7 @@ def main() -> None:
             page_sizes = [len(stack.run_keys(r, stack.partition_order())) for r in stack.page_runs()]
             batched = batching(service) if service else ""
 
-    waits = sorted(first_seen.values())
-    print(f"\n{args.tenants} tenants × {args.pages} pages, registered at once; embedding {args.embedding}")
-    print(f"time until all searchable:                  {all_s:7.1f} s")
-    print(f"longest wait for a tenant's first page:     {waits[-1]:7.1f} s (median {statistics.median(waits):.1f} s)")
-    print(f"runs launched: {dict(kinds)}; page run sizes: median {statistics.median(page_sizes):.0f}, "
-          f"max {max(page_sizes)}")
-    print(f"failed runs: {len(failed)}   goal 0: {'MET' if not failed else 'MISSED'}")
-    if batched:
-        print(f"embedding service: {batched}")
-
+    print_report(args, all_s, sorted(first_seen.values()), kinds, len(failed), page_sizes, batched)
 
 if __name__ == "__main__":
     main()
