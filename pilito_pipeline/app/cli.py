@@ -1,4 +1,4 @@
-"""`pilito-pipeline`: start the stack, register websites, add manual/FAQ text, ask, evaluate, run the demo."""
+"""`pilito-pipeline`: start the stack (or the embedding service alone), register websites, add manual/FAQ text, ask, evaluate, run the demo."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     _use_data_dir(args)
     try:
-        return run_up(get_settings(), host=args.host, port=args.port)
+        return run_up(get_settings(), host=args.host, port=args.port, embedding_service=not args.in_process_embedding)
     except StackAlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -168,13 +168,31 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from pilito_pipeline.embed.service import running_service, served_provider
+
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # from here on: a signal ends the wait below
+    settings = get_settings()
+    provider = served_provider(settings)
+    with running_service(provider, args.host, args.port, max_batch_texts=args.max_batch_texts) as server:
+        print(f"embedding service for {provider.model_name} ({provider.dimension} dimensions) at {server.url}"
+              " (POST /v1/embeddings, GET /health)", flush=True)
+        signal.sigwait(stop)
+        print("stopping: finishing the batches in hand", flush=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pilito_pipeline.app.demo.run import run_demo
     from pilito_pipeline.app.up import StackAlreadyRunning
 
     _use_data_dir(args)
     try:
-        return run_demo(port=args.port, site_port=args.site_port, keep_running=not args.exit_after_answers)
+        return run_demo(port=args.port, site_port=args.site_port, keep_running=not args.exit_after_answers,
+                        embedding_service=not args.in_process_embedding)
     except StackAlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -257,6 +275,8 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="Dagster UI address")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     p.add_argument("--data-dir", help="embedded database and Dagster home (default: PILITO_DATA_DIR or .pilito)")
+    p.add_argument("--in-process-embedding", action="store_true",
+                   help="no embedding service: every page run loads the model itself")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("metrics", help="serve ingestion metrics (Prometheus) read from the Dagster instance")
@@ -264,11 +284,20 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=9108)
     p.set_defaults(func=cmd_metrics)
 
+    p = sub.add_parser("embed-serve", help="serve the configured local embedding model (OpenAI-compatible"
+                       " /v1/embeddings, batching concurrent requests); Ctrl-C or SIGTERM stops")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--max-batch-texts", type=int, default=256, help="texts of one model call at most")
+    p.set_defaults(func=cmd_embed_serve)
+
     p = sub.add_parser("demo", help="serve the sample site, crawl it through Dagster, answer two questions")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     p.add_argument("--data-dir", help="embedded database and Dagster home (default: PILITO_DATA_DIR or .pilito)")
     p.add_argument("--site-port", type=int, default=8765, help="sample website port on 127.0.0.1")
     p.add_argument("--exit-after-answers", action="store_true", help="stop instead of keeping the UI up")
+    p.add_argument("--in-process-embedding", action="store_true",
+                   help="no embedding service: every page run loads the model itself")
     p.set_defaults(func=cmd_demo)
 
 

@@ -102,12 +102,17 @@ def _reset_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def start_dagster(settings: Settings, pipeline_url: str, host: str = "127.0.0.1", port: int = 3000) -> DagsterProcess:
+def start_dagster(
+    settings: Settings, pipeline_url: str, host: str = "127.0.0.1", port: int = 3000,
+    extra_env: Mapping[str, str] | None = None,
+) -> DagsterProcess:
     """Run `dagster dev` for the project's definitions (environment inherited: crawl limits, models,
-    Redis); its output goes to the data folder."""
+    Redis; plus `extra_env`, such as the embedding service's URL); its output goes to the data folder."""
+    env = {**os.environ, "PILITO_DATA_DIR": str(settings.data_dir)}
+    env.update({name: value for name, value in (extra_env or {}).items() if value})
     return launch_dagster_dev(
         prepare_dagster_home(settings), ensure_dagster_database(pipeline_url), settings.data_dir / "dagster.log",
-        {**os.environ, "PILITO_DATA_DIR": str(settings.data_dir)}, host=host, port=port,
+        env, host=host, port=port,
     )
 
 

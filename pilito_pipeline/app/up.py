@@ -1,7 +1,9 @@
 """`pilito-pipeline up`: the whole stack for your own websites, on the embedded defaults.
 
-Starts the embedded PostgreSQL (unless `DATABASE_URL` is set) and Dagster (webserver + daemon, the
-project's dagster.yaml, Postgres storage), then waits; websites registered from another terminal
+Starts the embedded PostgreSQL (unless `DATABASE_URL` is set), the embedding service (for a local
+model, unless EMBEDDING_SERVICE_URL names one already or `--in-process-embedding`) and Dagster
+(webserver + daemon, the project's dagster.yaml, Postgres storage; EMBEDDING_SERVICE_URL set to
+the service), then waits; websites registered from another terminal
 are crawled, chunked and embedded by the sensors. Ctrl-C or SIGTERM stops everything it started.
 `pilito-pipeline demo` is this stack plus a sample site and two questions.
 
@@ -17,10 +19,13 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pilito_pipeline.app.dagster_process import DagsterProcess, start_dagster
+from pilito_pipeline.app.embedding_process import (
+    EmbeddingServiceProcess, start_embedding_service, wants_embedding_service,
+)
 from pilito_pipeline.settings import Settings
 
 LOCK_FILE = "stack.lock"
@@ -33,8 +38,10 @@ class StackAlreadyRunning(RuntimeError):
 @dataclass
 class Stack:
     settings: Settings
+    """With EMBEDDING_SERVICE_URL the service's, when the stack started one."""
     database_url: str
     dagster: DagsterProcess
+    embedding: EmbeddingServiceProcess | None = None
 
     @property
     def database_description(self) -> str:
@@ -123,40 +130,70 @@ def signals_ignored() -> Iterator[None]:
 
 
 @contextmanager
-def running_stack(settings: Settings, host: str = "127.0.0.1", port: int = 3000) -> Iterator[Stack]:
-    """The database (migrated) and Dagster, up and answering; both stopped on exit, whatever happens."""
+def running_stack(
+    settings: Settings, host: str = "127.0.0.1", port: int = 3000, *, embedding_service: bool = True
+) -> Iterator[Stack]:
+    """The database (migrated), the embedding service (`embedding_service` and a local model) and
+    Dagster, up and answering; all stopped on exit, whatever happens."""
     from pilito_pipeline.store.db import resolve_database_url
     from pilito_pipeline.store.migrate import migrate
     from pilito_pipeline.store.server import stop_embedded_server
 
     with data_dir_lock(settings.data_dir):
         check_port_free(host, port)
-        print(f"starting the database and Dagster (data folder {settings.data_dir})...", flush=True)
+        print(f"starting the database, the embedding service and Dagster (data folder {settings.data_dir})...", flush=True)
         try:
             with signals_held():
                 url = resolve_database_url(settings)
             migrate(url, embedding_dimension=settings.embedding_dimension)
-            dagster = None
-            try:
-                with signals_held():
-                    dagster = start_dagster(settings, url, host=host, port=port)
-                dagster.wait_until_ready()
-                yield Stack(settings, url, dagster)
-            finally:
-                if dagster is not None:
-                    with signals_ignored():
-                        dagster.stop()
+            with running_embedding_service(settings, embedding_service) as (settings, embedding):
+                dagster = None
+                try:
+                    with signals_held():
+                        dagster = start_dagster(settings, url, host=host, port=port,
+                                                extra_env={"EMBEDDING_SERVICE_URL": settings.embedding_service_url})
+                    if embedding is not None:
+                        embedding.wait_until_ready()
+                    dagster.wait_until_ready()
+                    yield Stack(settings, url, dagster, embedding)
+                finally:
+                    if dagster is not None:
+                        with signals_ignored():
+                            dagster.stop()
         finally:
             with signals_ignored():
                 if settings.uses_embedded_postgres and (settings.data_dir / "pgdata" / "postmaster.pid").exists():
                     stop_embedded_server(settings.data_dir)
 
 
-def run_up(settings: Settings, host: str, port: int) -> int:
+@contextmanager
+def running_embedding_service(
+    settings: Settings, wanted: bool
+) -> Iterator[tuple[Settings, EmbeddingServiceProcess | None]]:
+    """The settings Dagster gets (EMBEDDING_SERVICE_URL: the service started here) and the service,
+    started when `wanted` and the model is local (not waited for: the model loads while Dagster
+    starts); stopped on exit."""
+    if not (wanted and wants_embedding_service(settings)):
+        yield settings, None
+        return
+    embedding = None
+    try:
+        with signals_held():
+            embedding = start_embedding_service(settings)
+        yield replace(settings, embedding_service_url=embedding.url), embedding
+    finally:
+        if embedding is not None:
+            with signals_ignored():
+                embedding.stop()
+
+
+def run_up(settings: Settings, host: str, port: int, *, embedding_service: bool = True) -> int:
     stop_on_signals()
     try:
-        with running_stack(settings, host, port) as stack:
+        with running_stack(settings, host, port, embedding_service=embedding_service) as stack:
             print(f"database: {stack.database_description}")
+            if stack.embedding is not None:
+                print(f"embedding service: {stack.embedding.url} (log: {stack.embedding.log_path})")
             print(f"Dagster UI: {stack.dagster.url}  (webserver + daemon; log: {stack.dagster.log_path})")
             print("register a website from another terminal, for example:")
             print("  .venv/bin/pilito-pipeline register-website --tenant acme https://www.example.com/")
@@ -173,7 +210,7 @@ def wait_for_interrupt(stack: Stack) -> int:
     try:
         code = stack.dagster.process.wait()
     except KeyboardInterrupt:
-        print("\nstopping Dagster and the database...", flush=True)
+        print("\nstopping Dagster, the embedding service and the database...", flush=True)
         return 0
     print(f"Dagster exited by itself (code {code}); see {stack.dagster.log_path}. Stopping the database...", flush=True)
     return 1

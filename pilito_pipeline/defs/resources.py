@@ -92,7 +92,8 @@ class CrawlerResource(dg.ConfigurableResource):
 
 
 class EmbeddingResource(dg.ConfigurableResource):
-    """The embedding provider: a local model, or OpenAI behind a circuit breaker shared through Redis.
+    """The embedding provider: a local model (in process, or in the embedding service), or OpenAI;
+    the remote ones behind a circuit breaker shared through Redis.
 
     The provider (a model load, for the local one) is built on first use, so sensors and checks
     that only need the model's name never load it.
@@ -104,6 +105,8 @@ class EmbeddingResource(dg.ConfigurableResource):
     batch_size: int = 64
     openai_api_key: str = ""
     openai_base_url: str = ""
+    service_url: str = ""
+    """The embedding service (EMBEDDING_SERVICE_URL) that embeds for a local model; empty: in process."""
     redis_url: str = ""
     embed_tldr: bool = False
     """Also embed chunks' TL;DRs (settings.embed_tldr)."""
@@ -122,6 +125,7 @@ class EmbeddingResource(dg.ConfigurableResource):
             batch_size=settings.embedding_batch_size,
             openai_api_key=env_secret("OPENAI_API_KEY"),
             openai_base_url=settings.openai_base_url,
+            service_url=settings.embedding_service_url,
             redis_url=settings.redis_url,
             embed_tldr=settings.embed_tldr,
             languages=list(settings.embedding_languages),
@@ -135,6 +139,7 @@ class EmbeddingResource(dg.ConfigurableResource):
             embedding_batch_size=self.batch_size,
             openai_api_key=self.openai_api_key,
             openai_base_url=self.openai_base_url,
+            embedding_service_url=self.service_url,
             redis_url=self.redis_url,
             embed_tldr=self.embed_tldr,
             embedding_languages=tuple(self.languages),

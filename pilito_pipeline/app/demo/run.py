@@ -1,7 +1,7 @@
 """`pilito-pipeline demo`: the whole system on embedded defaults, watched through the Dagster UI.
 
-The stack of `pilito-pipeline up` (embedded PostgreSQL under `.pilito/`, reused next time; Dagster
-webserver + daemon) plus the bundled sample site served on 127.0.0.1, registered for tenant `demo`.
+The stack of `pilito-pipeline up` (embedded PostgreSQL under `.pilito/`, reused next time; the
+embedding service; Dagster webserver + daemon) plus the bundled sample site served on 127.0.0.1, registered for tenant `demo`.
 It waits while the sensors crawl the site and chunk/embed its pages, asks two questions, and keeps
 the UI up until Ctrl-C (or SIGTERM), which stops everything it started, the embedded database included.
 """
@@ -28,7 +28,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str, on_tick:
         time.sleep(2)
 
 
-def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True) -> int:
+def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True, *, embedding_service: bool = True) -> int:
     stop_on_signals()
     os.environ.setdefault("CRAWL_ALLOWED_HOSTS", "127.0.0.1")
     os.environ.setdefault("CRAWL_RATE_LIMIT_SECONDS", "0.05")
@@ -40,8 +40,10 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
     from pilito_pipeline.store.websites import register_website
 
     started = time.monotonic()
-    with running_stack(settings, port=port) as stack:
+    with running_stack(settings, port=port, embedding_service=embedding_service) as stack:
         print(f"database ready: {stack.database_description}")
+        if stack.embedding is not None:
+            print(f"embedding service up at {stack.embedding.url} (log: {stack.embedding.log_path})")
         print(f"Dagster UI up at {stack.dagster.url} (log: {stack.dagster.log_path})")
         site, site_url = serve_demo_site("127.0.0.1", site_port)
         print(f"sample website served at {site_url}")
@@ -52,7 +54,7 @@ def run_demo(port: int = 3000, site_port: int = 8765, keep_running: bool = True)
             print(f"registered {site_url} for tenant '{DEMO_TENANT}'; waiting for Dagster...", flush=True)
             wait_for_pipeline(stack.database_url, website_id, configured_model_name(settings))
             print(f"pipeline done in {time.monotonic() - started:.0f}s (since start of the demo command)")
-            ask_questions(settings)
+            ask_questions(stack.settings)  # queries embedded by the stack's embedding service, if any
             if keep_running:
                 print(f"\nDagster UI: {stack.dagster.url}  (Ctrl-C stops everything)", flush=True)
                 return wait_for_interrupt(stack)
