@@ -17,7 +17,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+    """The variable's value; unset or empty means `default` (docker-compose passes every setting
+    through, empty where the default applies)."""
+    return os.environ.get(name, "").strip() or default
 
 
 def _env_int(name: str, default: int) -> int:
