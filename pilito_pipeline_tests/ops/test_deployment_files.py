@@ -163,6 +163,9 @@ def test_runs_are_isolated_monitored_and_their_logs_shared(compose: dict[str, An
         assert f"compute-logs:{logs}" in compose["services"][name]["volumes"], name
         # the engine's socket (DOCKER_SOCKET: podman's, a rootless Docker's) where the Docker SDK looks
         assert "${DOCKER_SOCKET:-/var/run/docker.sock}:/var/run/docker.sock" in compose["services"][name]["volumes"]
+        # the socket's group, required: a default would be a guess (999 is the image's own group)
+        [group] = compose["services"][name]["group_add"]
+        assert re.fullmatch(r"\$\{DOCKER_GID:\?[^}]+\}", group), group
     # Model files: one volume at /models in the code server and every run.
     assert run_mounts[volume_names["models"]] == "/models"
     assert "models:/models:ro" in compose["services"]["pipeline"]["volumes"]
