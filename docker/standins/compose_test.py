@@ -122,6 +122,7 @@ def start_podman_service() -> tuple[subprocess.Popen, Path]:
         if service.poll() is not None:
             raise RuntimeError("podman system service exited")
         time.sleep(0.2)
+    socket.chmod(0o660)  # podman makes it 0600; Docker's is 0660 for its group (DOCKER_GID)
     return service, socket
 
 
@@ -269,8 +270,11 @@ def check_run_containers(env: dict[str, str]) -> None:
 
 
 def check_daemon_socket_access(socket: Path) -> None:
+    """The daemon (user pilito, DOCKER_GID added) reaches the engine's API, as the launcher will."""
     groups = podman("exec", container("daemon"), "id", "-G").split()
     assert str(socket.stat().st_gid) in groups, f"daemon not in the socket's group {socket.stat().st_gid}: {groups}"
+    podman("exec", container("daemon"), "python", "-c", "import docker; assert docker.from_env().ping()")
+    step(f"daemon reaches the podman API through {socket} (group {socket.stat().st_gid})")
 
 
 ROW_COUNT = ("SELECT (SELECT count(*) FROM websites) || ' ' || (SELECT count(*) FROM pages) || ' '"
