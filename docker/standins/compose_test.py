@@ -315,14 +315,24 @@ def running_page_run(timeout: float = 1200) -> tuple[str, str]:
     raise RuntimeError(f"no page run seen running in {timeout:.0f}s")
 
 
+EMBEDDING_STARTED = 'Started execution of step "chunk_embeddings"'
+
+
+def container_log(name: str) -> str:
+    logged = sh("podman", "logs", name)
+    return logged.stdout + logged.stderr
+
+
 def kill_a_page_run(port: int) -> None:
     """Kill a page run's container mid-embedding: run monitoring fails it, the work is relaunched."""
     site = f"http://host.containers.internal:{port}/big/index.html"
     cli("register-website", "--tenant", "relaunch", "--max-depth", "1", site)
     killed, run_id = running_page_run()
-    time.sleep(5)  # into the embedding
+    while EMBEDDING_STARTED not in container_log(killed):
+        time.sleep(1)
+    time.sleep(2)  # into the embedding
     podman("kill", killed)
-    step(f"killed page run {run_id[:8]} (container {killed[:12]}) of tenant relaunch")
+    step(f"killed page run {run_id[:8]} (container {killed[:12]}) of tenant relaunch while embedding")
     last = BIG_SITE_PAGES - 1
     wait_for_answer(f"{site.rsplit('/', 1)[0]}/{last}.html", "relaunch", f"lantern {last * 7 + 11}")
     again = [r for r in run_containers() if r["Config"]["Labels"]["dagster/run_id"] == run_id and r["Id"] != killed]
