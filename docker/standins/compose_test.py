@@ -295,27 +295,8 @@ def restart_postgres() -> None:
     step(f"postgres restarted: rows (websites pages knowledge) {before} before and after")
 
 
-RUN_KIND = ("from dagster import DagsterInstance; import sys;"
-            " print(DagsterInstance.get().get_run_by_id(sys.argv[1]).tags.get('pilito/run_kind', ''))")
-
-
-def run_kind(run_id: str) -> str:
-    return podman("exec", container("pipeline"), "python", "-c", RUN_KIND, run_id).strip()
-
-
-def running_page_run(timeout: float = 1200) -> tuple[str, str]:
-    """(container, run id) of a page run's container while it runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for run in run_containers():
-            run_id = run["Config"]["Labels"]["dagster/run_id"]
-            if run["State"]["Running"] and run_kind(run_id) == "pages":
-                return run["Id"], run_id
-        time.sleep(2)
-    raise RuntimeError(f"no page run seen running in {timeout:.0f}s")
-
-
 EMBEDDING_STARTED = 'Started execution of step "chunk_embeddings"'
+"""In a run container's log: a page run (the only runs with that step) has begun embedding."""
 
 
 def container_log(name: str) -> str:
@@ -323,15 +304,23 @@ def container_log(name: str) -> str:
     return logged.stdout + logged.stderr
 
 
+def kill_while_embedding(timeout: float = 1200) -> tuple[str, str]:
+    """Kill the first page run container seen embedding; (container, run id)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in run_containers():
+            if run["State"]["Running"] and EMBEDDING_STARTED in container_log(run["Id"]):
+                if sh("podman", "kill", run["Id"], check=False).returncode == 0:  # else it just ended
+                    return run["Id"], run["Config"]["Labels"]["dagster/run_id"]
+        time.sleep(1)
+    raise RuntimeError(f"no page run seen embedding in {timeout:.0f}s")
+
+
 def kill_a_page_run(port: int) -> None:
     """Kill a page run's container mid-embedding: run monitoring fails it, the work is relaunched."""
     site = f"http://host.containers.internal:{port}/big/index.html"
     cli("register-website", "--tenant", "relaunch", "--max-depth", "1", site)
-    killed, run_id = running_page_run()
-    while EMBEDDING_STARTED not in container_log(killed):
-        time.sleep(1)
-    time.sleep(2)  # into the embedding
-    podman("kill", killed)
+    killed, run_id = kill_while_embedding()
     step(f"killed page run {run_id[:8]} (container {killed[:12]}) of tenant relaunch while embedding")
     last = BIG_SITE_PAGES - 1
     wait_for_answer(f"{site.rsplit('/', 1)[0]}/{last}.html", "relaunch", f"lantern {last * 7 + 11}")
