@@ -20,7 +20,9 @@ N = TypeVar("N", int, float)
 
 
 def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+    """The variable's value; unset or empty means `default` (docker-compose passes every setting
+    through, empty where the default applies)."""
+    return os.environ.get(name, "").strip() or default
 
 
 def _env_int(name: str, default: int) -> int:

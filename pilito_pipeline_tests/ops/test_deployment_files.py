@@ -21,6 +21,7 @@ import yaml
 from pilito_pipeline.app.cli import build_parser
 from pilito_pipeline.app.dagster_process import DAGSTER_PROCESS_ENV
 from pilito_pipeline.settings import PROJECT_ROOT
+from pilito_pipeline.store.server import sqlalchemy_uri
 
 DOCKER = PROJECT_ROOT / "docker"
 HELM = PROJECT_ROOT / "deploy" / "helm"
@@ -101,6 +102,10 @@ def test_services_get_every_setting_and_secrets_only_from_env(compose: dict[str,
         assert needed <= set(environment), (name, needed - set(environment))
         assert instance_env_vars(instance_config) <= set(environment), name
         assert set(environment) <= settings_variables() | LIBPQ_AND_HF | {"POSTGRES_PASSWORD", "DAGSTER_CURRENT_IMAGE"}
+        # Set in every container, empty where the shell has none: the DockerRunLauncher refuses to
+        # launch a run when a name in its env_vars is not set in the daemon (found by make compose-test).
+        for variable in needed - {"DATABASE_URL", "REDIS_URL"}:
+            assert environment[variable] == f"${{{variable}:-}}", (name, variable)
         # No secret is written in the file: the database URL carries none, secrets are ${...} only.
         assert urlsplit(environment["DATABASE_URL"]).password is None
         for secret in ("PGPASSWORD", "POSTGRES_PASSWORD", "OPENAI_API_KEY"):
@@ -120,6 +125,7 @@ def test_hostnames_ports_and_databases_agree(compose: dict[str, Any], instance_c
     storage = instance_config["storage"]["postgres"]["postgres_db"]
     assert storage["hostname"] in services and storage["port"] == 5432
     assert storage["username"] == database.username
+    assert storage["scheme"] == sqlalchemy_uri("postgresql://x").split("://")[0]  # psycopg2, as locally
     initdb = (DOCKER / "initdb" / "01-dagster-database.sql").read_text()
     assert f"CREATE DATABASE {storage['db_name']} OWNER {storage['username']}" in initdb
 
@@ -155,7 +161,11 @@ def test_runs_are_isolated_monitored_and_their_logs_shared(compose: dict[str, An
     assert run_mounts[volume_names["compute-logs"]] == logs
     for name in ("webserver", "daemon"):
         assert f"compute-logs:{logs}" in compose["services"][name]["volumes"], name
-        assert "/var/run/docker.sock:/var/run/docker.sock" in compose["services"][name]["volumes"]
+        # the engine's socket (DOCKER_SOCKET: podman's, a rootless Docker's) where the Docker SDK looks
+        assert "${DOCKER_SOCKET:-/var/run/docker.sock}:/var/run/docker.sock" in compose["services"][name]["volumes"]
+        # the socket's group, required: a default would be a guess (999 is the image's own group)
+        [group] = compose["services"][name]["group_add"]
+        assert re.fullmatch(r"\$\{DOCKER_GID:\?[^}]+\}", group), group
     # Model files: one volume at /models in the code server and every run.
     assert run_mounts[volume_names["models"]] == "/models"
     assert "models:/models:ro" in compose["services"]["pipeline"]["volumes"]
@@ -386,6 +396,7 @@ def test_helm_user_code_and_external_services(values: dict[str, Any], k8s_object
     [claim] = {v["persistentVolumeClaim"]["claimName"] for v in deployment["volumes"]}
     assert ("PersistentVolumeClaim", claim) in k8s_objects
     assert values["postgresql"]["enabled"] is False and values["postgresql"]["postgresqlHost"]
+    assert values["postgresql"]["postgresqlScheme"] == load(DOCKER / "dagster.yaml")["storage"]["postgres"]["postgres_db"]["scheme"]
     assert values["redis"]["enabled"] is False and values["rabbitmq"]["enabled"] is False
     secret = k8s_objects[("Secret", values["global"]["postgresqlSecretName"])]
     assert "postgresql-password" in secret["stringData"] and values["generatePostgresqlPasswordSecret"] is False
