@@ -54,6 +54,9 @@ it, only these tags (their names are checked against Dagster's in the tests)."""
 PARTITION_SEQS_TAG = "pilito/partition_seqs"
 """`first-last` registration order (`pages.partition_seq`) of a page run's range: the pages sensor
 leaves pages inside a queued or running range alone."""
+SHARED_RUN_TAG = "pilito/shared_run"
+"""A page run the pages sensor made on a deep queue for the tenants with no page run (any number of
+them): they get no other page run while it is queued or running."""
 MAX_RETRIES_TAG = "dagster/max_retries"
 """Documented run tag overriding dagster.yaml's run_retries for one run."""
 BACKFILL_TAG = "dagster/backfill"
@@ -79,14 +82,18 @@ def crawl_run_tags(tenant_id: str) -> dict[str, str]:
     return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id, MAX_RETRIES_TAG: "0"}
 
 
-def page_run_tags(tenant_ids: Sequence[str], first: tuple[str, int], last: tuple[str, int]) -> dict[str, str]:
-    """A page run over the pages (key, registration order) `first`..`last` of these tenants (several:
-    a shared run, sensors.shared_ranges); the pages sensor retries failed page work itself.
+def page_run_tags(
+    tenant_ids: Sequence[str], first: tuple[str, int], last: tuple[str, int], shared: bool = False
+) -> dict[str, str]:
+    """A page run over the pages (key, registration order) `first`..`last` of these tenants; the
+    pages sensor retries failed page work itself.
 
-    The queue limits a shared run per unique value of `pilito/tenant_pages` like a tenant of its
-    own; that each of its tenants has no other page run meanwhile is the pages sensor's rule."""
+    A shared run (sensors.shared_ranges: any tenants, `SHARED_RUN_TAG`) is limited by the queue per
+    unique value of `pilito/tenant_pages` like a tenant of its own; that each of its tenants has no
+    other page run meanwhile is the pages sensor's rule."""
     tenants = ",".join(tenant_ids)
     return {
+        **({SHARED_RUN_TAG: "true"} if shared else {}),
         TENANT_TAG: tenants,
         RUN_KIND_TAG: "pages",
         TENANT_PAGES_TAG: tenants,

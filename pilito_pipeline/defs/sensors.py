@@ -15,11 +15,13 @@ once if its worker died): its pages are still pending. A page that failed alone 
 on (store/page_failures.py) is left out of ranges while it backs off or is quarantined, so a range
 stops before it and the tenant's next range starts after it: it never holds its tenant back.
 
-On a deep queue (`PAGE_RUN_SLOTS` page runs waiting), tenants with no page run queued or running
-share runs over their unbroken registration order (`shared_ranges`): one process start and model
-load for several small sites. Such a run's tags name all its tenants (`partitions.run_tenants`), and
-while it is queued or running none of them gets another page run, so each tenant still has at most
-one page run running, as the queue's per-tenant limit gives every other run.
+On a deep queue (more than `PAGE_RUN_SLOTS` page runs would wait), tenants with no page run
+queued or running share runs over their unbroken registration order (`shared_ranges`), one shared
+run waiting at a time, so the sites crawled while it waits join the next: one process start and
+model load for several small sites. Such a run's tags name all its tenants
+(`partitions.run_tenants`), and while it is queued or running none of them gets another page run,
+so each tenant still has at most one page run running, as the queue's per-tenant limit gives every
+other run.
 """
 
 import hashlib
@@ -35,6 +37,7 @@ from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import (
     MAX_PAGES_PER_RUN,
     RUN_KIND_TAG,
+    SHARED_RUN_TAG,
     crawl_run_tags,
     page_run_tags,
     run_partition_seqs,
@@ -112,6 +115,8 @@ def website_crawl_sensor(context: dg.SensorEvaluationContext, database: Database
 class PageRange:
     pages: tuple[PendingKey, ...]
     embedding_model: str = ""
+    shared: bool = False
+    """Made by `shared_ranges` (its run carries `SHARED_RUN_TAG`)."""
 
     @property
     def tenant_ids(self) -> list[str]:
@@ -183,11 +188,11 @@ def shared_ranges(
     taken: list[PendingKey] = []
     for page in sorted(pending, key=lambda p: p.partition_seq):
         if taken and (len(taken) >= max_pages or page.partition_seq != taken[-1].partition_seq + 1):
-            yield PageRange(tuple(taken), embedding_model)
+            yield PageRange(tuple(taken), embedding_model, shared=True)
             taken = []
         taken.append(page)
     if taken:
-        yield PageRange(tuple(taken), embedding_model)
+        yield PageRange(tuple(taken), embedding_model, shared=True)
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,8 @@ class ActivePageRuns:
     """(tenant, first, last) registration order of every queued or running page run."""
     queued: int
     """Page runs created or queued, not started yet."""
+    shared_queued: int
+    """Of those, shared runs (`SHARED_RUN_TAG`)."""
 
 
 def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageRuns:
@@ -218,13 +225,13 @@ def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageR
         tenants = run_tenants(run.tags)
         per_tenant.update(tenants)
         seqs = run_partition_seqs(run.tags)
-        if seqs is None or len(tenants) > 1:  # a shared run's tenants get no other page run meanwhile
+        if seqs is None or run.tags.get(SHARED_RUN_TAG):  # a shared run's tenants get no other page run
             held.update(tenants)
         if seqs is not None:
             ranges.extend((tenant, *seqs) for tenant in tenants)
     held |= {tenant for tenant, count in per_tenant.items() if count >= MAX_ACTIVE_PAGE_RUNS}
-    waiting = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)
-    return ActivePageRuns(held, ranges, sum(1 for run in active if run.status in waiting))
+    waiting = [run for run in active if run.status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)]
+    return ActivePageRuns(held, ranges, len(waiting), sum(1 for run in waiting if run.tags.get(SHARED_RUN_TAG)))
 
 
 def plan_page_ranges(
@@ -232,25 +239,27 @@ def plan_page_ranges(
 ) -> list[PageRange]:
     """The page runs to launch, oldest registration first.
 
-    With fewer than `PAGE_RUN_SLOTS` page runs waiting, each tenant gets its own (`first_ranges`; a
-    new site's first is small). On a deep queue, a run over part of a site still being crawled, or
-    behind its tenant's own run, waits to be full (or for the crawl's end), so the pages registered
-    meanwhile join it; and the tenants with no page run at all share runs over their unbroken
-    registration order (`shared_ranges`): each would wait in the queue anyway, and one run of
-    several small sites pays one process start and model load instead of one each.
+    While they and the page runs already waiting fit `PAGE_RUN_SLOTS`, each tenant gets its own
+    (`first_ranges`; a new site's first is small): they start at once. On a deeper queue, a run over
+    part of a site still being crawled, or behind its tenant's own run, waits to be full (or for the
+    crawl's end), so the pages registered meanwhile join it; and the tenants with no page run at all
+    share runs over their unbroken registration order (`shared_ranges`): each would wait in the queue
+    anyway, and one run of several small sites pays one process start and model load instead of one
+    each. While a shared run still waits to start, the next waits too, so the sites crawled
+    meanwhile join it.
     """
     with_runs = {tenant for tenant, _, _ in active.ranges}
-    if active.queued < PAGE_RUN_SLOTS:
-        return list(first_ranges(
-            pending, embedding_model=embedding_model,
-            new_tenants={t for t, new in crawling.items() if new and t not in with_runs},
-            filling=set(crawling) & with_runs,
-        ))
+    new = {t for t, is_new in crawling.items() if is_new and t not in with_runs}
+    own = list(first_ranges(pending, embedding_model=embedding_model, new_tenants=new,
+                            filling=set(crawling) & with_runs))
+    if active.queued + len(own) <= PAGE_RUN_SLOTS:
+        return own
     alone = set(crawling) | with_runs
     ranges = [
         *first_ranges([p for p in pending if p.tenant_id in alone], embedding_model=embedding_model,
                       filling=set(crawling)),
-        *shared_ranges([p for p in pending if p.tenant_id not in alone], embedding_model=embedding_model),
+        *(() if active.shared_queued else shared_ranges(
+            [p for p in pending if p.tenant_id not in alone], embedding_model=embedding_model)),
     ]
     return sorted(ranges, key=lambda r: r.first[1])
 
@@ -289,7 +298,7 @@ def pending_pages_sensor(
             dg.RunRequest(
                 run_key=page_range.run_key(generation),
                 tags={
-                    **page_run_tags(page_range.tenant_ids, page_range.first, page_range.last),
+                    **page_run_tags(page_range.tenant_ids, page_range.first, page_range.last, page_range.shared),
                     MAX_RUNTIME_TAG: str(PAGE_RUN_MAX_RUNTIME_SECONDS),
                 },
             )

@@ -20,6 +20,7 @@ from pilito_pipeline.defs.partitions import (
     PARTITION_SEQS_TAG,
     PRIORITY_TAG,
     RUN_KIND_TAG,
+    SHARED_RUN_TAG,
     TENANT_PAGES_TAG,
     TENANT_TAG,
     crawl_run_tags,
@@ -294,12 +295,13 @@ def test_on_a_deep_queue_small_sites_share_a_run_whose_tenants_then_get_no_other
     queue_page_runs_of_others(instance)
     a, b, c = (add_pages(database_url, instance, tenant, n) for tenant, n in (("a", 4), ("b", 2), ("c", 3)))
     crawled = add_pages(database_url, instance, "crawled", 2)
-    with connect(database_url) as conn:  # "crawled" is still being crawled: its run waits to be full
-        mark_crawl_started(conn, website_id_from_partition_key("w4"))
+    with connect(database_url) as conn:  # a site still being crawled: its run waits to be full
+        started = mark_crawl_started(conn, website_id_from_partition_key("w4"))
         conn.commit()
     (shared,) = sensor_requests(database_url, instance).run_requests
     assert shared.partition_key_range == dg.PartitionKeyRange(a[0], c[-1])
     assert run_tenants(shared.tags) == ["a", "b", "c"] and shared.tags[RUN_KIND_TAG] == "pages"
+    assert shared.tags[SHARED_RUN_TAG] == "true"
     create_run_for_test(instance, job_name="__ASSET_JOB", tags=shared.tags, status=dg.DagsterRunStatus.STARTED)
 
     # While it is queued or running, none of its tenants gets another page run, not even the next.
@@ -312,10 +314,35 @@ def test_on_a_deep_queue_small_sites_share_a_run_whose_tenants_then_get_no_other
             mark_pages_processed(conn, processed, EmbeddingResource().model_name)
         conn.commit()
     (finished,) = instance.get_runs(filters=dg.RunsFilter(tags={TENANT_TAG: "a,b,c"}))
-    instance.delete_run(finished.run_id)  # it ended (its pages processed): its tenants are free again
+    instance.delete_run(finished.run_id)  # it ended: its tenants are free again
+    with connect(database_url) as conn:
+        mark_crawl_finished(conn, website_id_from_partition_key("w4"), started, {})
+        conn.commit()
     (after,) = sensor_requests(database_url, instance, cursor="2").run_requests
-    assert run_tenants(after.tags) == ["a", "c"] and after.partition_key_range.end == more_c[0]
-    assert crawled[0] not in (after.partition_key_range.start, after.partition_key_range.end)
+    assert run_tenants(after.tags) == ["crawled", "a", "c"]
+    assert after.partition_key_range == dg.PartitionKeyRange(crawled[0], more_c[0])
+
+
+def test_a_burst_of_sites_shares_a_run_and_the_next_waits_while_it_waits_in_the_queue(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    # Three tenants at once: their own runs would not all start at once (PAGE_RUN_SLOTS), so they share.
+    add_pages(database_url, instance, "a", 2)
+    add_pages(database_url, instance, "b", 2)
+    add_pages(database_url, instance, "c", 2)
+    (shared,) = sensor_requests(database_url, instance).run_requests
+    assert run_tenants(shared.tags) == ["a", "b", "c"]
+    waiting = create_run_for_test(instance, job_name="__ASSET_JOB", tags=shared.tags,
+                                  status=dg.DagsterRunStatus.NOT_STARTED)
+    d = add_pages(database_url, instance, "d", 2)
+    add_pages(database_url, instance, "e", 2)
+    f = add_pages(database_url, instance, "f", 2)
+    assert sensor_requests(database_url, instance, cursor="1").run_requests == []  # they join the next
+    instance.delete_run(waiting.run_id)
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=shared.tags, status=dg.DagsterRunStatus.STARTED)
+    (following,) = sensor_requests(database_url, instance, cursor="2").run_requests
+    assert run_tenants(following.tags) == ["d", "e", "f"]
+    assert following.partition_key_range == dg.PartitionKeyRange(d[0], f[-1])
 
 
 def test_a_failed_shared_run_holds_each_of_its_tenants_for_the_retry_delay(
