@@ -87,8 +87,8 @@ lock:
 	cp requirements.lock .lock-tools/deploy-full.lock
 	$(PYPI_ONLY) $(COMPILE) -c requirements.lock -o .lock-tools/deploy-full.lock docker/requirements-deploy.in
 	.lock-tools/bin/python .ci/lock_rest.py .lock-tools/deploy-full.lock requirements.lock -o docker/requirements-deploy.lock \
-	  --header "$$(printf '%s\n' 'What the deployments add to the runtime image (requirements.lock): the Docker and' \
-	  'Kubernetes run launchers, and setuptools, which installs the project in the image. Made by make lock.')"
+	  --header "$$(printf '%s\n' 'What the deployments add to the runtime image (requirements.lock): the Docker, Kubernetes' \
+	  'and Celery run launchers, and setuptools, which installs the project in the image. Made by make lock.')"
 
 bench-crawl bench-text bench-upsert bench-retrieval bench-recrawl bench-embed bench-e2e bench-partitions bench-tenants bench-storage eval-fa: $(BIN)/.installed
 	$(BIN)/python -m pilito_pipeline_tests.bench.$(subst -,_,$@)
