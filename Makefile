@@ -69,17 +69,17 @@ COMPILE := .lock-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe 
 lock:
 	$(PYTHON) -m venv .lock-tools
 	$(PYPI_ONLY) .lock-tools/bin/pip install --quiet pip-tools==7.6.2
-	$(PYPI_ONLY) $(COMPILE) --upgrade --extra embedded --extra test -o requirements-dev.lock pyproject.toml
+	$(PYPI_ONLY) $(COMPILE) --upgrade --extra embedded --extra test --extra celery -o requirements-dev.lock pyproject.toml
 	cp requirements-dev.lock requirements.lock
 	$(PYPI_ONLY) $(COMPILE) -o requirements.lock pyproject.toml
 	cp requirements-dev.lock .lock-tools/torch-full.lock
-	PIP_CONFIG_FILE=/dev/null $(COMPILE) --extra-index-url $(TORCH_INDEX) --extra embedded --extra test --extra torch \
+	PIP_CONFIG_FILE=/dev/null $(COMPILE) --extra-index-url $(TORCH_INDEX) --extra embedded --extra test --extra celery --extra torch \
 	  -o .lock-tools/torch-full.lock pyproject.toml
 	.lock-tools/bin/python .ci/lock_rest.py .lock-tools/torch-full.lock requirements-dev.lock -o requirements-torch.lock \
 	  --header "$$(printf '%s\n' 'The torch extra over requirements-dev.lock (make lock; installed by make torch).' \
 	  'torch is the CPU build: download.pytorch.org/whl/cpu (PyPI serves only the CUDA build).')"
 	sed '/^torch==/,/^[^ ]/{/^torch==/d;/^ /d}' .lock-tools/torch-full.lock > .lock-tools/torch-cuda-full.lock  # pip-compile would reuse the CPU build's hash
-	$(PYPI_ONLY) $(COMPILE) --extra embedded --extra test --extra torch -o .lock-tools/torch-cuda-full.lock pyproject.toml
+	$(PYPI_ONLY) $(COMPILE) --extra embedded --extra test --extra celery --extra torch -o .lock-tools/torch-cuda-full.lock pyproject.toml
 	.lock-tools/bin/python .ci/lock_rest.py .lock-tools/torch-cuda-full.lock requirements-dev.lock -o requirements-torch-cuda.lock \
 	  --header "$$(printf '%s\n' 'The torch extra over requirements-dev.lock from PyPI alone: PyPI serves torch for Linux x86_64 only' \
 	  'as the CUDA build (about 2.7 GB of wheels with its nvidia-* packages). make torch installs it only' \
@@ -87,8 +87,8 @@ lock:
 	cp requirements.lock .lock-tools/deploy-full.lock
 	$(PYPI_ONLY) $(COMPILE) -c requirements.lock -o .lock-tools/deploy-full.lock docker/requirements-deploy.in
 	.lock-tools/bin/python .ci/lock_rest.py .lock-tools/deploy-full.lock requirements.lock -o docker/requirements-deploy.lock \
-	  --header "$$(printf '%s\n' 'What the deployments add to the runtime image (requirements.lock): the Docker and' \
-	  'Kubernetes run launchers, and setuptools, which installs the project in the image. Made by make lock.')"
+	  --header "$$(printf '%s\n' 'What the deployments add to the runtime image (requirements.lock): the Docker, Kubernetes' \
+	  'and Celery run launchers, and setuptools, which installs the project in the image. Made by make lock.')"
 
 bench-crawl bench-text bench-upsert bench-retrieval bench-recrawl bench-embed bench-e2e bench-partitions bench-tenants bench-storage eval-fa: $(BIN)/.installed
 	$(BIN)/python -m pilito_pipeline_tests.bench.$(subst -,_,$@)

@@ -28,7 +28,7 @@ from pilito_pipeline.settings import PROJECT_ROOT
 
 DAGSTER_CORE_FAMILY = ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes", "dagster-shared")
 DAGSTER_LIBRARIES = ("dagster-postgres",)  # versioned 0.(minor + 16).patch beside dagster 1.minor.patch
-DEV_ONLY_EXTRAS = ("embedded", "test")
+DEV_ONLY_EXTRAS = ("embedded", "test", "celery")  # celery: the image has it from docker/requirements-deploy.lock
 TORCH_EXTRA = "torch"
 NOT_LOCKED = {"pip", "pilito-pipeline"}  # the venv's own installer, and the project (installed -e, no deps)
 
@@ -151,7 +151,7 @@ def test_the_dagster_family_moves_together(lock_name: str) -> None:
     core = {name: lock[name].version for name in DAGSTER_CORE_FAMILY}
     assert len(set(core.values())) == 1, f"{lock_name}: the Dagster packages differ: {core}"
     dagster = Version(core["dagster"])
-    for library in DAGSTER_LIBRARIES:
+    for library in (*DAGSTER_LIBRARIES, *(("dagster-celery",) if "dagster-celery" in lock else ())):
         expected = f"0.{dagster.minor + 16}.{dagster.micro}"
         assert lock[library].version == expected, (
             f"{lock_name}: {library}=={lock[library].version} is not built for dagster {dagster} (wants {expected})"

@@ -7,6 +7,8 @@ Keys derive from database ids, never raw URLs, so they are short, stable and fre
 the partition list.
 """
 
+from collections.abc import Sequence
+
 import dagster as dg
 import psycopg
 
@@ -16,7 +18,8 @@ websites_partitions = dg.DynamicPartitionsDefinition(name="websites")
 pages_partitions = dg.DynamicPartitionsDefinition(name="pages")
 
 TENANT_TAG = "pilito/tenant"
-"""Every crawl and page run carries its tenant."""
+"""Every crawl and page run carries its tenant; a page run shared by several tenants carries them
+all, comma-separated (tenant ids have no commas: store/tenants.py), see `run_tenants`."""
 RUN_KIND_TAG = "pilito/run_kind"
 """`crawl`, `pages` or `maintenance` (entry embeddings, ANN index builds, the audit): dagster.yaml
 caps each kind so that the others always have a slot."""
@@ -51,6 +54,9 @@ it, only these tags (their names are checked against Dagster's in the tests)."""
 PARTITION_SEQS_TAG = "pilito/partition_seqs"
 """`first-last` registration order (`pages.partition_seq`) of a page run's range: the pages sensor
 leaves pages inside a queued or running range alone."""
+SHARED_RUN_TAG = "pilito/shared_run"
+"""A page run the pages sensor made on a deep queue for the tenants with no page run (any number of
+them): they get no other page run while it is queued or running."""
 MAX_RETRIES_TAG = "dagster/max_retries"
 """Documented run tag overriding dagster.yaml's run_retries for one run."""
 BACKFILL_TAG = "dagster/backfill"
@@ -76,13 +82,21 @@ def crawl_run_tags(tenant_id: str) -> dict[str, str]:
     return {TENANT_TAG: tenant_id, RUN_KIND_TAG: "crawl", TENANT_CRAWL_TAG: tenant_id, MAX_RETRIES_TAG: "0"}
 
 
-def page_run_tags(tenant_id: str, first: tuple[str, int], last: tuple[str, int]) -> dict[str, str]:
-    """A page run over the pages (key, registration order) `first`..`last`; the pages sensor
-    retries failed page work itself."""
+def page_run_tags(
+    tenant_ids: Sequence[str], first: tuple[str, int], last: tuple[str, int], shared: bool = False
+) -> dict[str, str]:
+    """A page run over the pages (key, registration order) `first`..`last` of these tenants; the
+    pages sensor retries failed page work itself.
+
+    A shared run (sensors.shared_ranges: any tenants, `SHARED_RUN_TAG`) is limited by the queue per
+    unique value of `pilito/tenant_pages` like a tenant of its own; that each of its tenants has no
+    other page run meanwhile is the pages sensor's rule."""
+    tenants = ",".join(tenant_ids)
     return {
-        TENANT_TAG: tenant_id,
+        **({SHARED_RUN_TAG: "true"} if shared else {}),
+        TENANT_TAG: tenants,
         RUN_KIND_TAG: "pages",
-        TENANT_PAGES_TAG: tenant_id,
+        TENANT_PAGES_TAG: tenants,
         PARTITION_RANGE_START_TAG: first[0],
         PARTITION_RANGE_END_TAG: last[0],
         PARTITION_SEQS_TAG: f"{first[1]}-{last[1]}",
@@ -95,6 +109,11 @@ def is_tenant_page_run(tags: dict[str, str]) -> bool:
     """A page run under the per-tenant rules (the pages sensor's tags): any other run of the page
     assets (a UI materialization or backfill) hands its pages over to such runs."""
     return tags.get(RUN_KIND_TAG) == "pages" and TENANT_PAGES_TAG in tags
+
+
+def run_tenants(tags: dict[str, str]) -> list[str]:
+    """Every tenant a run names (a shared page run names several); none for a run without the tag."""
+    return [tenant for tenant in tags.get(TENANT_TAG, "").split(",") if tenant]
 
 
 def run_partition_seqs(tags: dict[str, str]) -> tuple[int, int] | None:

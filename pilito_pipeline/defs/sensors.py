@@ -14,9 +14,18 @@ is at most `FIRST_RUN_PAGES`. A failed page run is launched again after `RETRY_D
 once if its worker died): its pages are still pending. A page that failed alone in a run that went
 on (store/page_failures.py) is left out of ranges while it backs off or is quarantined, so a range
 stops before it and the tenant's next range starts after it: it never holds its tenant back.
+
+On a deep queue (more than `PAGE_RUN_SLOTS` page runs would wait), tenants with no page run
+queued or running share runs over their unbroken registration order (`shared_ranges`), one shared
+run waiting at a time, so the sites crawled while it waits join the next: one process start and
+model load for several small sites. Such a run's tags name all its tenants
+(`partitions.run_tenants`), and while it is queued or running none of them gets another page run,
+so each tenant still has at most one page run running, as the queue's per-tenant limit gives every
+other run.
 """
 
 import hashlib
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -28,10 +37,11 @@ from pilito_pipeline.defs.page_assets import chunk_embeddings, page_chunks
 from pilito_pipeline.defs.partitions import (
     MAX_PAGES_PER_RUN,
     RUN_KIND_TAG,
-    TENANT_TAG,
+    SHARED_RUN_TAG,
     crawl_run_tags,
     page_run_tags,
     run_partition_seqs,
+    run_tenants,
     websites_partitions,
 )
 from pilito_pipeline.defs.recovery import (
@@ -103,9 +113,15 @@ def website_crawl_sensor(context: dg.SensorEvaluationContext, database: Database
 
 @dataclass(frozen=True)
 class PageRange:
-    tenant_id: str
     pages: tuple[PendingKey, ...]
     embedding_model: str = ""
+    shared: bool = False
+    """Made by `shared_ranges` (its run carries `SHARED_RUN_TAG`)."""
+
+    @property
+    def tenant_ids(self) -> list[str]:
+        """Every tenant whose pages the range holds, in the order of their first page."""
+        return list(dict.fromkeys(page.tenant_id for page in self.pages))
 
     @property
     def first(self) -> tuple[str, int]:
@@ -158,7 +174,25 @@ def first_ranges(
                 break
             taken.append(page)
         if tenant_id not in filling or len(taken) >= cap:
-            yield PageRange(tenant_id, tuple(taken), embedding_model)
+            yield PageRange(tuple(taken), embedding_model)
+
+
+def shared_ranges(
+    pending: Sequence[PendingKey], max_pages: int = MAX_PAGES_PER_RUN, embedding_model: str = ""
+) -> Iterator[PageRange]:
+    """Runs of pages of any tenants while their registration order is unbroken, at most `max_pages`
+    each: on a deep queue, small sites registered one after the other share a run, and its process
+    start and model load. The caller passes only pages of tenants without a page run queued or
+    running (and not still crawled), and holds those tenants while the run is queued or running.
+    """
+    taken: list[PendingKey] = []
+    for page in sorted(pending, key=lambda p: p.partition_seq):
+        if taken and (len(taken) >= max_pages or page.partition_seq != taken[-1].partition_seq + 1):
+            yield PageRange(tuple(taken), embedding_model, shared=True)
+            taken = []
+        taken.append(page)
+    if taken:
+        yield PageRange(tuple(taken), embedding_model, shared=True)
 
 
 @dataclass(frozen=True)
@@ -171,6 +205,8 @@ class ActivePageRuns:
     """(tenant, first, last) registration order of every queued or running page run."""
     queued: int
     """Page runs created or queued, not started yet."""
+    shared_queued: int
+    """Of those, shared runs (`SHARED_RUN_TAG`)."""
 
 
 def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageRuns:
@@ -182,24 +218,50 @@ def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageR
             updated_after=now - timedelta(seconds=RETRY_DELAY_SECONDS),
         )
     )
-    held = {
-        run.tags[TENANT_TAG] for run in failed if TENANT_TAG in run.tags and run.tags.get(RECOVERED_TAG) != WORKER_GONE
-    }
+    held = {tenant for run in failed if run.tags.get(RECOVERED_TAG) != WORKER_GONE for tenant in run_tenants(run.tags)}
     ranges: list[tuple[str, int, int]] = []
-    per_tenant: dict[str, int] = {}
+    per_tenant: Counter[str] = Counter()
     for run in active:
-        tenant = run.tags.get(TENANT_TAG)
-        if tenant is None:
-            continue
-        per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+        tenants = run_tenants(run.tags)
+        per_tenant.update(tenants)
         seqs = run_partition_seqs(run.tags)
-        if seqs is None:
-            held.add(tenant)
-        else:
-            ranges.append((tenant, *seqs))
+        if seqs is None or run.tags.get(SHARED_RUN_TAG):  # a shared run's tenants get no other page run
+            held.update(tenants)
+        if seqs is not None:
+            ranges.extend((tenant, *seqs) for tenant in tenants)
     held |= {tenant for tenant, count in per_tenant.items() if count >= MAX_ACTIVE_PAGE_RUNS}
-    waiting = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)
-    return ActivePageRuns(held, ranges, sum(1 for run in active if run.status in waiting))
+    waiting = [run for run in active if run.status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED)]
+    return ActivePageRuns(held, ranges, len(waiting), sum(1 for run in waiting if run.tags.get(SHARED_RUN_TAG)))
+
+
+def plan_page_ranges(
+    pending: Sequence[PendingKey], active: ActivePageRuns, crawling: dict[str, bool], embedding_model: str
+) -> list[PageRange]:
+    """The page runs to launch, oldest registration first.
+
+    While they and the page runs already waiting fit `PAGE_RUN_SLOTS`, each tenant gets its own
+    (`first_ranges`; a new site's first is small): they start at once. On a deeper queue, a run over
+    part of a site still being crawled, or behind its tenant's own run, waits to be full (or for the
+    crawl's end), so the pages registered meanwhile join it; and the tenants with no page run at all
+    share runs over their unbroken registration order (`shared_ranges`): each would wait in the queue
+    anyway, and one run of several small sites pays one process start and model load instead of one
+    each. While a shared run still waits to start, the next waits too, so the sites crawled
+    meanwhile join it.
+    """
+    with_runs = {tenant for tenant, _, _ in active.ranges}
+    new = {t for t, is_new in crawling.items() if is_new and t not in with_runs}
+    own = list(first_ranges(pending, embedding_model=embedding_model, new_tenants=new,
+                            filling=set(crawling) & with_runs))
+    if active.queued + len(own) <= PAGE_RUN_SLOTS:
+        return own
+    alone = set(crawling) | with_runs
+    ranges = [
+        *first_ranges([p for p in pending if p.tenant_id in alone], embedding_model=embedding_model,
+                      filling=set(crawling)),
+        *(() if active.shared_queued else shared_ranges(
+            [p for p in pending if p.tenant_id not in alone], embedding_model=embedding_model)),
+    ]
+    return sorted(ranges, key=lambda r: r.first[1])
 
 
 @dg.sensor(
@@ -207,7 +269,8 @@ def active_page_runs(instance: dg.DagsterInstance, now: datetime) -> ActivePageR
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launch page runs (chunks + embeddings) for pages whose text or embedding model changed, "
-    "one at a time per tenant, tenants with the oldest pending pages first.",
+    "one at a time per tenant, tenants with the oldest pending pages first; on a deep queue, small "
+    "sites share runs.",
 )
 def pending_pages_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource, embedder: EmbeddingResource
@@ -222,21 +285,12 @@ def pending_pages_sensor(
             exclude_tenants=active.held, exclude_ranges=active.ranges,
         )
         crawling = tenants_still_crawling(conn, {page.tenant_id for page in pending})
-    # A run over part of a site still being crawled is worth it only if it starts now: behind the
-    # tenant's own run, or behind other page runs waiting in the queue, it waits to be full (or
-    # for the crawl's end), so the pages registered meanwhile join it.
-    with_runs = {tenant for tenant, _, _ in active.ranges}
-    backlogged = active.queued >= PAGE_RUN_SLOTS
-    ranges = list(first_ranges(
-        pending, embedding_model=model,
-        new_tenants=set() if backlogged else {t for t, new in crawling.items() if new and t not in with_runs},
-        filling=set(crawling) if backlogged else set(crawling) & with_runs,
-    ))
+    ranges = plan_page_ranges(pending, active, crawling, model)
     if not ranges:
         return dg.SensorResult(
             skip_reason=f"no page run to launch: every pending page is in a queued or running run,"
-            f" or its tenant has {MAX_ACTIVE_PAGE_RUNS} page runs queued or running or one just failed"
-            f" ({len(active.held)} tenants held), or its next run fills while its crawl goes on"
+            f" or its tenant has {MAX_ACTIVE_PAGE_RUNS} page runs queued or running, a shared one, or one"
+            f" just failed ({len(active.held)} tenants held), or its next run fills while its crawl goes on"
         )
     generation = int(context.cursor or 0) + 1
     return dg.SensorResult(
@@ -244,7 +298,7 @@ def pending_pages_sensor(
             dg.RunRequest(
                 run_key=page_range.run_key(generation),
                 tags={
-                    **page_run_tags(page_range.tenant_id, page_range.first, page_range.last),
+                    **page_run_tags(page_range.tenant_ids, page_range.first, page_range.last, page_range.shared),
                     MAX_RUNTIME_TAG: str(PAGE_RUN_MAX_RUNTIME_SECONDS),
                 },
             )

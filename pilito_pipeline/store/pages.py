@@ -228,6 +228,38 @@ def tenants_still_crawling(conn: psycopg.Connection, tenant_ids: Collection[str]
     return {r["t"]: r["new"] for r in rows}
 
 
+_NOT_IN_RANGES = (
+    "NOT EXISTS (SELECT 1 FROM unnest(%(ex_tenants)s::text[], %(ex_first)s::bigint[], %(ex_last)s::bigint[])"
+    " AS x(tenant_id, first, last) WHERE x.tenant_id = pages.tenant_id"
+    " AND pages.partition_seq BETWEEN x.first AND x.last)"
+)
+"""Not in one of the `exclude_ranges` (tenant, first, last) of `pending_pages`: a queued or running run has it."""
+
+_PENDING_PAGES = f"""
+    WITH pending AS (
+        SELECT tenant_id, partition_seq FROM pages
+         WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash AND {_NOT_IN_RANGES} AND {_DUE}
+        UNION ALL
+        SELECT tenant_id, partition_seq FROM pages
+         WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS} AND {_NOT_IN_RANGES} AND {_DUE}
+    ), tenants AS (
+        SELECT tenant_id, min(partition_seq) AS oldest FROM pending
+         WHERE tenant_id <> ALL(%(exclude)s)
+         GROUP BY tenant_id ORDER BY oldest LIMIT %(max_tenants)s
+    )
+    SELECT p.partition_key, p.tenant_id, p.partition_seq, p.content_hash
+    FROM tenants t CROSS JOIN LATERAL (
+        SELECT partition_key, tenant_id, partition_seq, content_hash FROM pages
+         WHERE tenant_id = t.tenant_id AND {_PROCESSABLE}
+           AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS}) AND {_NOT_IN_RANGES}
+           AND {_DUE}
+         ORDER BY partition_seq LIMIT %(per_tenant)s
+    ) p
+    ORDER BY t.oldest, p.partition_seq
+"""
+"""The tenants with the oldest pending registration, then each one's oldest pending pages."""
+
+
 def pending_pages(
     conn: psycopg.Connection,
     embedding_model: str,
@@ -246,34 +278,8 @@ def pending_pages(
     of its `exclude_ranges` (tenant, first, last) are left out: a queued or running run has them.
     Reads keys, tenant, order and hash, never documents.
     """
-    not_excluded = (
-        "NOT EXISTS (SELECT 1 FROM unnest(%(ex_tenants)s::text[], %(ex_first)s::bigint[], %(ex_last)s::bigint[])"
-        " AS x(tenant_id, first, last) WHERE x.tenant_id = pages.tenant_id"
-        " AND pages.partition_seq BETWEEN x.first AND x.last)"
-    )
     rows = conn.execute(
-        f"""
-        WITH pending AS (
-            SELECT tenant_id, partition_seq FROM pages
-             WHERE {_PROCESSABLE} AND content_hash IS DISTINCT FROM processed_hash AND {not_excluded} AND {_DUE}
-            UNION ALL
-            SELECT tenant_id, partition_seq FROM pages
-             WHERE {_PROCESSABLE} AND {_MODEL_DIFFERS} AND {not_excluded} AND {_DUE}
-        ), tenants AS (
-            SELECT tenant_id, min(partition_seq) AS oldest FROM pending
-             WHERE tenant_id <> ALL(%(exclude)s)
-             GROUP BY tenant_id ORDER BY oldest LIMIT %(max_tenants)s
-        )
-        SELECT p.partition_key, p.tenant_id, p.partition_seq, p.content_hash
-        FROM tenants t CROSS JOIN LATERAL (
-            SELECT partition_key, tenant_id, partition_seq, content_hash FROM pages
-             WHERE tenant_id = t.tenant_id AND {_PROCESSABLE}
-               AND (content_hash IS DISTINCT FROM processed_hash OR {_MODEL_DIFFERS}) AND {not_excluded}
-               AND {_DUE}
-             ORDER BY partition_seq LIMIT %(per_tenant)s
-        ) p
-        ORDER BY t.oldest, p.partition_seq
-        """,
+        _PENDING_PAGES,
         {
             "model": embedding_model, "exclude": list(exclude_tenants),
             "max_tenants": max_tenants, "per_tenant": pages_per_tenant,

@@ -155,7 +155,7 @@ def measure(label: str, database_url: str, instance: dg.DagsterInstance, resourc
     request = result.run_requests[0]
     tags = request.tags
     first = (tags["dagster/asset_partition_range_start"], run_partition_seqs(tags)[0])
-    one_page = page_run_tags(tags["pilito/tenant"], first, first)
+    one_page = page_run_tags([tags["pilito/tenant"]], first, first)
 
     launch_s, run_id = timed(lambda: launch_page_run(webserver, one_page))
     instance.delete_run(run_id)  # queued only (no daemon here): not left to run

@@ -20,16 +20,21 @@ from pilito_pipeline.defs.partitions import (
     PARTITION_SEQS_TAG,
     PRIORITY_TAG,
     RUN_KIND_TAG,
+    SHARED_RUN_TAG,
     TENANT_PAGES_TAG,
+    TENANT_TAG,
     crawl_run_tags,
     page_run_tags,
     pages_partitions,
     run_partition_seqs,
+    run_tenants,
     register_page_partitions,
 )
 from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.defs.sensors import FIRST_RUN_PAGES, PAGE_RUN_SLOTS, first_ranges, pending_pages_sensor
+from pilito_pipeline.defs.sensors import (
+    FIRST_RUN_PAGES, PAGE_RUN_SLOTS, first_ranges, pending_pages_sensor, shared_ranges,
+)
 from pilito_pipeline.settings import PROJECT_ROOT
 from pilito_pipeline.store.db import connect
 from pilito_pipeline.store.pages import PageRecord, PendingKey, mark_pages_processed, pending_pages, record_page
@@ -45,7 +50,7 @@ def pending(key: str, tenant: str, seq: int, content_hash: str = "h") -> Pending
 
 
 def keys(ranges) -> list[tuple[str, list[str]]]:
-    return [(r.tenant_id, [p.partition_key for p in r.pages]) for r in ranges]
+    return [(",".join(r.tenant_ids), [p.partition_key for p in r.pages]) for r in ranges]
 
 
 def test_a_range_stops_at_a_gap_in_registration_order() -> None:
@@ -67,14 +72,23 @@ def test_one_range_per_tenant_oldest_registration_first() -> None:
 def test_a_tenant_with_nothing_searchable_yet_gets_a_small_first_run() -> None:
     pages = [pending(f"p{i}", "new", i) for i in range(1, 31)] + [pending(f"p{i}", "old", i) for i in range(31, 61)]
     ranges = list(first_ranges(pages, new_tenants={"new"}))
-    assert [(r.tenant_id, len(r.pages)) for r in ranges] == [("new", FIRST_RUN_PAGES), ("old", 30)]
+    assert [(",".join(r.tenant_ids), len(r.pages)) for r in ranges] == [("new", FIRST_RUN_PAGES), ("old", 30)]
 
 
 def test_a_tenant_whose_next_run_fills_while_it_is_crawled_gets_it_only_when_full() -> None:
     pages = [pending(f"p{i}", "filling", i) for i in range(1, 11)] + [pending("p11", "other", 11)]
     assert keys(first_ranges(pages, max_pages=20, filling={"filling"})) == [("other", ["p11"])]
     ranges = list(first_ranges(pages, max_pages=10, filling={"filling"}))
-    assert [(r.tenant_id, len(r.pages)) for r in ranges] == [("filling", 10), ("other", 1)]
+    assert [(",".join(r.tenant_ids), len(r.pages)) for r in ranges] == [("filling", 10), ("other", 1)]
+
+
+def test_shared_ranges_take_any_tenants_while_registration_order_is_unbroken_and_are_capped() -> None:
+    pages = [pending("p1", "a", 1), pending("p2", "b", 2), pending("p3", "a", 3), pending("p4", "c", 4),
+             pending("p6", "d", 6), pending("p7", "d", 7), pending("p8", "e", 8)]
+    # p5 is not pending (processed, failed alone, or in a run): the run stops before it.
+    assert keys(shared_ranges(pages)) == [("a,b,c", ["p1", "p2", "p3", "p4"]), ("d,e", ["p6", "p7", "p8"])]
+    assert keys(shared_ranges(pages, max_pages=3)) == [
+        ("a,b", ["p1", "p2", "p3"]), ("c", ["p4"]), ("d,e", ["p6", "p7", "p8"])]
 
 
 def test_run_key_changes_with_page_text_model_and_generation() -> None:
@@ -94,10 +108,13 @@ def test_range_tags_are_the_ones_dagster_reads() -> None:
     assert MAX_RETRIES_TAG == dagster_tags.MAX_RETRIES_TAG
     assert PRIORITY_TAG == dagster_tags.PRIORITY_TAG
     assert BACKFILL_TAG == dagster_tags.BACKFILL_ID_TAG
-    request = dg.RunRequest(tags=page_run_tags("acme", ("p3", 3), ("p9", 12)))
+    request = dg.RunRequest(tags=page_run_tags(["acme"], ("p3", 3), ("p9", 12)))
     assert int(request.tags[PRIORITY_TAG]) == PAGE_RUN_PRIORITY > int(crawl_run_tags("acme").get(PRIORITY_TAG, "0"))
     assert request.partition_key_range == dg.PartitionKeyRange("p3", "p9")
     assert run_partition_seqs(request.tags) == (3, 12) and run_partition_seqs({}) is None
+    shared = page_run_tags(["acme", "shop"], ("p3", 3), ("p9", 12))
+    assert run_tenants(shared) == ["acme", "shop"] and run_tenants(request.tags) == ["acme"]
+    assert shared[TENANT_TAG] == shared[TENANT_PAGES_TAG] == "acme,shop" and run_tenants({}) == []
 
 
 # --- against the database and a real Dagster instance ---------------------------------------------
@@ -109,8 +126,8 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def add_pages(database_url: str, instance: dg.DagsterInstance, tenant: str, count: int) -> list[str]:
-    """`count` fetched pages of a new site of `tenant`, registered as partitions in one batch."""
+def add_pages(database_url: str, instance: dg.DagsterInstance, tenant: str, count: int, first: int = 0) -> list[str]:
+    """`count` fetched pages of a site of `tenant` (pages `first`...), registered as partitions in one batch."""
     with connect(database_url) as conn:
         website_id = register_website(conn, tenant, f"https://{tenant}.example/").id
         page_keys = [
@@ -119,7 +136,7 @@ def add_pages(database_url: str, instance: dg.DagsterInstance, tenant: str, coun
                 PageRecord(url=f"https://{tenant}.example/{i}", depth=1, status="fetched",
                            document={"title": str(i)}, content_hash=f"{tenant}-{i}"),
             )[0]
-            for i in range(count)
+            for i in range(first, first + count)
         ]
         register_page_partitions(instance, conn, page_keys)
         conn.commit()
@@ -251,7 +268,7 @@ def test_a_site_being_crawled_gets_no_partial_run_while_page_runs_wait_in_the_qu
 ) -> None:
     for n, tenant in enumerate(("busy-1", "busy-2")):  # page runs of others, waiting for a slot
         create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.NOT_STARTED,
-                            tags=page_run_tags(tenant, (f"x{n}", 1000 + n), (f"x{n}", 1000 + n)))
+                            tags=page_run_tags([tenant], (f"x{n}", 1000 + n), (f"x{n}", 1000 + n)))
     pages = add_pages(database_url, instance, "new", FIRST_RUN_PAGES + 3)
     with connect(database_url) as conn:
         started = mark_crawl_started(conn, website_id_from_partition_key("w1"))
@@ -263,6 +280,81 @@ def test_a_site_being_crawled_gets_no_partial_run_while_page_runs_wait_in_the_qu
         conn.commit()
     (whole_site,) = sensor_requests(database_url, instance).run_requests
     assert whole_site.partition_key_range == dg.PartitionKeyRange(pages[0], pages[-1])
+
+
+def queue_page_runs_of_others(instance: dg.DagsterInstance) -> None:
+    """`PAGE_RUN_SLOTS` page runs of other tenants waiting for a slot: the queue is deep."""
+    for n in range(PAGE_RUN_SLOTS):
+        create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.NOT_STARTED,
+                            tags=page_run_tags([f"busy-{n}"], (f"x{n}", 1000 + n), (f"x{n}", 1000 + n)))
+
+
+def test_on_a_deep_queue_small_sites_share_a_run_whose_tenants_then_get_no_other(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    queue_page_runs_of_others(instance)
+    a, b, c = (add_pages(database_url, instance, tenant, n) for tenant, n in (("a", 4), ("b", 2), ("c", 3)))
+    crawled = add_pages(database_url, instance, "crawled", 2)
+    with connect(database_url) as conn:  # a site still being crawled: its run waits to be full
+        started = mark_crawl_started(conn, website_id_from_partition_key("w4"))
+        conn.commit()
+    (shared,) = sensor_requests(database_url, instance).run_requests
+    assert shared.partition_key_range == dg.PartitionKeyRange(a[0], c[-1])
+    assert run_tenants(shared.tags) == ["a", "b", "c"] and shared.tags[RUN_KIND_TAG] == "pages"
+    assert shared.tags[SHARED_RUN_TAG] == "true"
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=shared.tags, status=dg.DagsterRunStatus.STARTED)
+
+    # While it is queued or running, none of its tenants gets another page run, not even the next.
+    add_pages(database_url, instance, "a", 2, first=4)
+    more_c = add_pages(database_url, instance, "c", 1, first=3)
+    assert sensor_requests(database_url, instance, cursor="1").run_requests == []
+    with connect(database_url) as conn:  # the shared run processed its pages
+        for tenant, page_keys in (("a", a), ("b", b), ("c", c)):
+            processed = {key: f"{tenant}-{i}" for i, key in enumerate(page_keys)}
+            mark_pages_processed(conn, processed, EmbeddingResource().model_name)
+        conn.commit()
+    (finished,) = instance.get_runs(filters=dg.RunsFilter(tags={TENANT_TAG: "a,b,c"}))
+    instance.delete_run(finished.run_id)  # it ended: its tenants are free again
+    with connect(database_url) as conn:
+        mark_crawl_finished(conn, website_id_from_partition_key("w4"), started, {})
+        conn.commit()
+    (after,) = sensor_requests(database_url, instance, cursor="2").run_requests
+    assert run_tenants(after.tags) == ["crawled", "a", "c"]
+    assert after.partition_key_range == dg.PartitionKeyRange(crawled[0], more_c[0])
+
+
+def test_a_burst_of_sites_shares_a_run_and_the_next_waits_while_it_waits_in_the_queue(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    # Three tenants at once: their own runs would not all start at once (PAGE_RUN_SLOTS), so they share.
+    add_pages(database_url, instance, "a", 2)
+    add_pages(database_url, instance, "b", 2)
+    add_pages(database_url, instance, "c", 2)
+    (shared,) = sensor_requests(database_url, instance).run_requests
+    assert run_tenants(shared.tags) == ["a", "b", "c"]
+    waiting = create_run_for_test(instance, job_name="__ASSET_JOB", tags=shared.tags,
+                                  status=dg.DagsterRunStatus.NOT_STARTED)
+    d = add_pages(database_url, instance, "d", 2)
+    add_pages(database_url, instance, "e", 2)
+    f = add_pages(database_url, instance, "f", 2)
+    assert sensor_requests(database_url, instance, cursor="1").run_requests == []  # they join the next
+    instance.delete_run(waiting.run_id)
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=shared.tags, status=dg.DagsterRunStatus.STARTED)
+    (following,) = sensor_requests(database_url, instance, cursor="2").run_requests
+    assert run_tenants(following.tags) == ["d", "e", "f"]
+    assert following.partition_key_range == dg.PartitionKeyRange(d[0], f[-1])
+
+
+def test_a_failed_shared_run_holds_each_of_its_tenants_for_the_retry_delay(
+    database_url: str, instance: dg.DagsterInstance
+) -> None:
+    queue_page_runs_of_others(instance)
+    add_pages(database_url, instance, "a", 2)
+    add_pages(database_url, instance, "b", 2)
+    (shared,) = sensor_requests(database_url, instance).run_requests
+    assert run_tenants(shared.tags) == ["a", "b"]
+    create_run_for_test(instance, job_name="__ASSET_JOB", tags=shared.tags, status=dg.DagsterRunStatus.FAILURE)
+    assert sensor_requests(database_url, instance, cursor="1").run_requests == []
 
 
 def test_page_run_slots_are_the_run_queues() -> None:

@@ -131,7 +131,7 @@ def test_a_dead_crawl_or_page_run_is_never_re_executed_by_dagster(database_url: 
     """A dead run is relaunched by our sensors alone (dead_run_sensor renews the crawl request; the
     pages sensor relaunches the pages): a Dagster run retry as well would run the work twice."""
     run_retries = yaml.safe_load(DAGSTER_YAML.read_text())["run_retries"]
-    tags = crawl_run_tags("shop") if kind == "crawl" else page_run_tags("shop", ("p1", 1), ("p2", 2))
+    tags = crawl_run_tags("shop") if kind == "crawl" else page_run_tags(["shop"], ("p1", 1), ("p2", 2))
     with dg.instance_for_test(overrides={"run_retries": run_retries}) as instance:
         for run_tags, retried in ((tags, False), ({}, True)):  # untagged: what Dagster would do
             run = create_run_for_test(instance, job_name="__ASSET_JOB", tags=run_tags, status=dg.DagsterRunStatus.STARTED)

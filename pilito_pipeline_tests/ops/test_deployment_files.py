@@ -198,7 +198,7 @@ def test_image_installs_from_the_locks_without_dev_packages() -> None:
 def test_deploy_lock_adds_the_launchers_at_the_dagster_version() -> None:
     runtime = lock_versions(PROJECT_ROOT / "requirements.lock")
     deploy = lock_versions(DOCKER / "requirements-deploy.lock")
-    assert deploy["dagster-docker"] == deploy["dagster-k8s"] == runtime["dagster-postgres"]
+    assert deploy["dagster-docker"] == deploy["dagster-k8s"] == deploy["dagster-celery"] == runtime["dagster-postgres"]
     assert not set(deploy) & set(runtime), "a package in both locks"
     text = (DOCKER / "requirements-deploy.lock").read_text()
     for block in re.split(r"(?m)^(?=[A-Za-z0-9])", text)[1:]:
