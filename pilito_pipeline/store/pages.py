@@ -77,25 +77,7 @@ def stored_text_owners(conn: psycopg.Connection, website_id: int) -> dict[str, s
     return {r["content_hash"]: r["url"] for r in rows}
 
 
-def record_page(
-    conn: psycopg.Connection, tenant_id: str, website_id: int, page: PageRecord
-) -> tuple[str, bool]:
-    """Upsert one crawl outcome; return (partition key, whether its partition must be registered).
-
-    A 304 keeps the stored document and hash. A failed fetch (state unknown) keeps the last good
-    document, and so does a 404/410 until the crawl's end decides to retire it
-    (`store.retirement.close_crawl`): until then it is `failed` with its HTTP status, so `gone` is
-    only ever written together with the deletion of the page's chunks, and a crawl that dies
-    mid-way leaves no `gone` page holding chunks. A URL that answers 404/410 without ever having
-    had a document is `gone` at once (nothing to delete). A skipped page (noindex, duplicate, not
-    HTML, unextractable) drops its document: its chunks go at the crawl's end. The links stored are
-    the ones the crawler says the page has; a 404/410 keeps its last links, in case the
-    mass-deletion guard keeps the page. Any outcome means the crawl reached the page: its count of
-    crawls that did not (`unseen_crawls`) starts again.
-    """
-    keeps_document = page.status in ("not_modified", "failed", "gone")
-    row = conn.execute(
-        """
+_RECORD_PAGE = """
         INSERT INTO pages AS p (tenant_id, website_id, url, status, failure_reason, http_status,
                                depth, etag, last_modified, links, title, language, document,
                                content_hash, fetched_at, last_seen_at)
@@ -118,7 +100,28 @@ def record_page(
             fetched_at = now(), last_seen_at = now(), updated_at = now(),
             unseen_crawls = 0, unseen_since = NULL
         RETURNING partition_key, partition_registered, document IS NOT NULL AS has_document
-        """,
+        """
+
+
+def record_page(
+    conn: psycopg.Connection, tenant_id: str, website_id: int, page: PageRecord
+) -> tuple[str, bool]:
+    """Upsert one crawl outcome; return (partition key, whether its partition must be registered).
+
+    A 304 keeps the stored document and hash. A failed fetch (state unknown) keeps the last good
+    document, and so does a 404/410 until the crawl's end decides to retire it
+    (`store.retirement.close_crawl`): until then it is `failed` with its HTTP status, so `gone` is
+    only ever written together with the deletion of the page's chunks, and a crawl that dies
+    mid-way leaves no `gone` page holding chunks. A URL that answers 404/410 without ever having
+    had a document is `gone` at once (nothing to delete). A skipped page (noindex, duplicate, not
+    HTML, unextractable) drops its document: its chunks go at the crawl's end. The links stored are
+    the ones the crawler says the page has; a 404/410 keeps its last links, in case the
+    mass-deletion guard keeps the page. Any outcome means the crawl reached the page: its count of
+    crawls that did not (`unseen_crawls`) starts again.
+    """
+    keeps_document = page.status in ("not_modified", "failed", "gone")
+    row = conn.execute(
+        _RECORD_PAGE,
         {
             "tenant": tenant_id, "website": website_id, "url": page.url, "status": page.status,
             "reason": page.failure_reason, "http": page.http_status, "depth": page.depth,
