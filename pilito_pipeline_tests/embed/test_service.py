@@ -24,6 +24,7 @@ from pilito_pipeline.embed.service import EmbeddingHTTPServer, running_service, 
 from pilito_pipeline.ingest.sources import knowledge_rows
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.text import chunk_document, extract_document
+from pilito_pipeline_tests.embed.test_e5 import cosines
 from pilito_pipeline_tests.embed.demo_texts import demo_child_chunks
 
 TEXTS = [*demo_child_chunks("fa")[:6], *demo_child_chunks("en")[:6], "کوتاه", "x " * 700]  # 700 words: two windows
@@ -102,8 +103,10 @@ def test_concurrent_callers_share_one_batch(service_model: E5Provider, in_proces
             thread.join()
         assert dict(server.embedder.batches) == {"passage": 1, "query": 1}
         assert dict(server.embedder.batched_requests) == {"passage": 4, "query": 1}
+    # One forward pass over all four callers' texts pads them together: the vectors agree with each
+    # caller's own in-process batch as any two batchings of e5 do (test_e5: cosine > 0.999), not bit for bit.
     for i in range(4):
-        np.testing.assert_allclose(results[i], in_process.embed(TEXTS[i::4]), **TOLERANCE)
+        assert cosines(results[i], in_process.embed(TEXTS[i::4])).min() > 0.999
     np.testing.assert_allclose(results[4], in_process.embed_queries(QUERIES), **TOLERANCE)
 
 
