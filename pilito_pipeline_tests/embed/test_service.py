@@ -25,6 +25,7 @@ from pilito_pipeline.ingest.sources import knowledge_rows
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.text import chunk_document, extract_document
 from pilito_pipeline_tests.embed.test_e5 import cosines
+from pilito_pipeline_tests.waiting import wait_for
 from pilito_pipeline_tests.embed.demo_texts import demo_child_chunks
 
 TEXTS = [*demo_child_chunks("fa")[:6], *demo_child_chunks("en")[:6], "کوتاه", "x " * 700]  # 700 words: two windows
@@ -47,14 +48,6 @@ def service_model() -> E5Provider:
 def service(service_model: E5Provider) -> Iterator[EmbeddingHTTPServer]:
     with running_service(service_model) as server:
         yield server
-
-
-def until(condition: Callable[[], bool], what: str, timeout: float = 300.0) -> None:
-    """Wait for `condition` (a state, not a time); the deadline only ends a hung test."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s"
-        time.sleep(0.02)
 
 
 def in_threads(calls: list[Callable[[], object]]) -> tuple[list[threading.Thread], list[object]]:
@@ -97,7 +90,8 @@ def test_concurrent_callers_share_one_batch(service_model: E5Provider, in_proces
         client = EmbeddingServiceProvider(server.url, service_model.model_name, 384)
         calls = [lambda i=i: client.embed(TEXTS[i::4]) for i in range(4)] + [lambda: client.embed_queries(QUERIES)]
         threads, results = in_threads(calls)
-        until(lambda: server.embedder.waiting("passage") == 4 and server.embedder.waiting("query") == 1, "queued requests")
+        wait_for("queued requests", lambda: server.embedder.waiting("passage") == 4
+                 and server.embedder.waiting("query") == 1, interval=0.02)
         server.embedder.start()
         for thread in threads:
             thread.join()
@@ -114,7 +108,7 @@ def test_a_refused_input_fails_its_request_alone(service_model: E5Provider, in_p
     with running_service(service_model, start_workers=False) as server:
         client = EmbeddingServiceProvider(server.url, service_model.model_name, 384)
         threads, results = in_threads([lambda: client.embed(TEXTS[:3]), lambda: client.embed(["fine", "bad\x00text"])])
-        until(lambda: server.embedder.waiting("passage") == 2, "queued requests")
+        wait_for("queued requests", lambda: server.embedder.waiting("passage") == 2, interval=0.02)
         server.embedder.start()
         for thread in threads:
             thread.join()
