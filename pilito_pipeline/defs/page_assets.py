@@ -46,14 +46,14 @@ warnings.filterwarnings(
     "ignore", r"Parameter `backfill_policy` of function `asset` is currently in beta", dg.BetaWarning
 )
 
-PAGE_ASSET = dict(
+PAGE_ASSET_ARGS = dict(
     partitions_def=pages_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PAGES_PER_RUN),
     group_name="pages",
 )
 
 
-@dg.asset(**PAGE_ASSET, io_manager_key="page_values_io_manager", kinds={"postgres", "python"})
+@dg.asset(**PAGE_ASSET_ARGS, io_manager_key="page_values_io_manager", kinds={"postgres", "python"})
 def page_chunks(
     context: dg.AssetExecutionContext, database: DatabaseResource, embedder: EmbeddingResource
 ) -> dict[str, PageChunks]:
@@ -139,7 +139,7 @@ def failure_metadata(failures: dict[str, PageFailure], recorded: list[RecordedFa
 
 
 @dg.asset(
-    **PAGE_ASSET,
+    **PAGE_ASSET_ARGS,
     kinds={"pgvector"},
     retry_policy=dg.RetryPolicy(
         max_retries=EMBEDDING_STEP_RETRIES, delay=EMBEDDING_STEP_RETRY_DELAY_SECONDS,

@@ -96,8 +96,8 @@ def website_crawl_sensor(context: dg.SensorEvaluationContext, database: Database
         conn.commit()
         websites = websites_awaiting_crawl(conn)
     keys = [w.partition_key for w in websites]
-    known = context.instance.get_existing_dynamic_partitions(websites_partitions.name, keys) if keys else set()
-    new_keys = [key for key in keys if key not in known]
+    registered = context.instance.get_existing_dynamic_partitions(websites_partitions.name, keys) if keys else set()
+    new_keys = [key for key in keys if key not in registered]
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
@@ -146,16 +146,16 @@ class PageRange:
         return f"pages:{self.fingerprint}:{generation}"
 
 
-def first_ranges(
+def per_tenant_ranges(
     pending: Sequence[PendingKey],
     max_pages: int = MAX_PAGES_PER_RUN,
     embedding_model: str = "",
     new_tenants: Collection[str] = (),
-    filling: Collection[str] = (),
+    crawling_with_open_run: Collection[str] = (),
 ) -> Iterator[PageRange]:
     """Each tenant's first range: its oldest pending pages while their registration order is unbroken,
     at most `FIRST_RUN_PAGES` for a tenant with nothing searchable yet (its first answers come sooner).
-    A tenant in `filling` (a page run queued or running while its crawl still registers pages) gets
+    A tenant in `crawling_with_open_run` (a page run queued or running while its crawl still registers pages) gets
     a range only when it is full: a partial one would leave the pages registered next to a run of
     their own, and every run costs seconds to launch and to load the model.
 
@@ -173,7 +173,7 @@ def first_ranges(
             if len(taken) >= cap or page.partition_seq != taken[-1].partition_seq + 1:
                 break
             taken.append(page)
-        if tenant_id not in filling or len(taken) >= cap:
+        if tenant_id not in crawling_with_open_run or len(taken) >= cap:
             yield PageRange(tuple(taken), embedding_model)
 
 
@@ -197,7 +197,7 @@ def shared_ranges(
 
 @dataclass(frozen=True)
 class ActivePageRuns:
-    held: set[str]
+    tenants_held_back: set[str]
     """Tenants to leave out this tick: `MAX_ACTIVE_PAGE_RUNS` page runs queued or running, one that
     failed within the retry delay (unless its worker died: that work is launched again at once), or
     a queued or running page run whose range is unknown (a run from before ranges were tagged)."""
@@ -240,7 +240,7 @@ def plan_page_ranges(
     """The page runs to launch, oldest registration first.
 
     While they and the page runs already waiting fit `PAGE_RUN_SLOTS`, each tenant gets its own
-    (`first_ranges`; a new site's first is small): they start at once. On a deeper queue, a run over
+    (`per_tenant_ranges`; a new site's first is small): they start at once. On a deeper queue, a run over
     part of a site still being crawled, or behind its tenant's own run, waits to be full (or for the
     crawl's end), so the pages registered meanwhile join it; and the tenants with no page run at all
     share runs over their unbroken registration order (`shared_ranges`): each would wait in the queue
@@ -250,14 +250,14 @@ def plan_page_ranges(
     """
     with_runs = {tenant for tenant, _, _ in active.ranges}
     new = {t for t, is_new in crawling.items() if is_new and t not in with_runs}
-    own = list(first_ranges(pending, embedding_model=embedding_model, new_tenants=new,
-                            filling=set(crawling) & with_runs))
+    own = list(per_tenant_ranges(pending, embedding_model=embedding_model, new_tenants=new,
+                            crawling_with_open_run=set(crawling) & with_runs))
     if active.queued + len(own) <= PAGE_RUN_SLOTS:
         return own
     alone = set(crawling) | with_runs
     ranges = [
-        *first_ranges([p for p in pending if p.tenant_id in alone], embedding_model=embedding_model,
-                      filling=set(crawling)),
+        *per_tenant_ranges([p for p in pending if p.tenant_id in alone], embedding_model=embedding_model,
+                      crawling_with_open_run=set(crawling)),
         *(() if active.shared_queued else shared_ranges(
             [p for p in pending if p.tenant_id not in alone], embedding_model=embedding_model)),
     ]
@@ -282,7 +282,7 @@ def pending_pages_sensor(
         active = active_page_runs(context.instance, datetime.now(timezone.utc))
         pending = pending_pages(
             conn, model, pages_per_tenant=MAX_PAGES_PER_RUN, max_tenants=MAX_TENANTS_PER_TICK,
-            exclude_tenants=active.held, exclude_ranges=active.ranges,
+            exclude_tenants=active.tenants_held_back, exclude_ranges=active.ranges,
         )
         crawling = tenants_still_crawling(conn, {page.tenant_id for page in pending})
     ranges = plan_page_ranges(pending, active, crawling, model)
@@ -290,7 +290,7 @@ def pending_pages_sensor(
         return dg.SensorResult(
             skip_reason=f"no page run to launch: every pending page is in a queued or running run,"
             f" or its tenant has {MAX_ACTIVE_PAGE_RUNS} page runs queued or running, a shared one, or one"
-            f" just failed ({len(active.held)} tenants held), or its next run fills while its crawl goes on"
+            f" just failed ({len(active.tenants_held_back)} tenants held), or its next run fills while its crawl goes on"
         )
     generation = int(context.cursor or 0) + 1
     return dg.SensorResult(

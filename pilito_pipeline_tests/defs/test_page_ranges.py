@@ -33,7 +33,7 @@ from pilito_pipeline.defs.partitions import (
 from pilito_pipeline.defs.recovery import RECOVERED_TAG, WORKER_GONE
 from pilito_pipeline.defs.resources import DatabaseResource, EmbeddingResource
 from pilito_pipeline.defs.sensors import (
-    FIRST_RUN_PAGES, PAGE_RUN_SLOTS, first_ranges, pending_pages_sensor, shared_ranges,
+    FIRST_RUN_PAGES, PAGE_RUN_SLOTS, per_tenant_ranges, pending_pages_sensor, shared_ranges,
 )
 from pilito_pipeline.settings import PROJECT_ROOT
 from pilito_pipeline.store.db import connect
@@ -56,29 +56,29 @@ def keys(ranges) -> list[tuple[str, list[str]]]:
 def test_a_range_stops_at_a_gap_in_registration_order() -> None:
     pages = [pending("p1", "a", 1), pending("p2", "a", 2), pending("p4", "a", 4), pending("p3", "b", 3)]
     # p3 (tenant b) lies between p2 and p4 in partition order: a's range stops before it.
-    assert keys(first_ranges(pages)) == [("a", ["p1", "p2"]), ("b", ["p3"])]
+    assert keys(per_tenant_ranges(pages)) == [("a", ["p1", "p2"]), ("b", ["p3"])]
 
 
 def test_ranges_follow_registration_order_not_ids_and_are_capped() -> None:
     pages = [pending("p9", "a", 10), pending("p3", "a", 11), pending("p4", "a", 12), pending("p8", "a", 13)]
-    assert keys(first_ranges(pages, max_pages=3)) == [("a", ["p9", "p3", "p4"])]
+    assert keys(per_tenant_ranges(pages, max_pages=3)) == [("a", ["p9", "p3", "p4"])]
 
 
 def test_one_range_per_tenant_oldest_registration_first() -> None:
     pages = [pending("p5", "late", 5), pending("p1", "early", 1), pending("p6", "late", 6)]
-    assert keys(first_ranges(pages)) == [("early", ["p1"]), ("late", ["p5", "p6"])]
+    assert keys(per_tenant_ranges(pages)) == [("early", ["p1"]), ("late", ["p5", "p6"])]
 
 
 def test_a_tenant_with_nothing_searchable_yet_gets_a_small_first_run() -> None:
     pages = [pending(f"p{i}", "new", i) for i in range(1, 31)] + [pending(f"p{i}", "old", i) for i in range(31, 61)]
-    ranges = list(first_ranges(pages, new_tenants={"new"}))
+    ranges = list(per_tenant_ranges(pages, new_tenants={"new"}))
     assert [(",".join(r.tenant_ids), len(r.pages)) for r in ranges] == [("new", FIRST_RUN_PAGES), ("old", 30)]
 
 
 def test_a_tenant_whose_next_run_fills_while_it_is_crawled_gets_it_only_when_full() -> None:
     pages = [pending(f"p{i}", "filling", i) for i in range(1, 11)] + [pending("p11", "other", 11)]
-    assert keys(first_ranges(pages, max_pages=20, filling={"filling"})) == [("other", ["p11"])]
-    ranges = list(first_ranges(pages, max_pages=10, filling={"filling"}))
+    assert keys(per_tenant_ranges(pages, max_pages=20, crawling_with_open_run={"filling"})) == [("other", ["p11"])]
+    ranges = list(per_tenant_ranges(pages, max_pages=10, crawling_with_open_run={"filling"}))
     assert [(",".join(r.tenant_ids), len(r.pages)) for r in ranges] == [("filling", 10), ("other", 1)]
 
 
@@ -92,9 +92,9 @@ def test_shared_ranges_take_any_tenants_while_registration_order_is_unbroken_and
 
 
 def test_run_key_changes_with_page_text_model_and_generation() -> None:
-    (first,) = first_ranges([pending("p1", "a", 1, "h1")])
-    (changed,) = first_ranges([pending("p1", "a", 1, "h2")])
-    (other_model,) = first_ranges([pending("p1", "a", 1, "h1")], embedding_model="model-b")
+    (first,) = per_tenant_ranges([pending("p1", "a", 1, "h1")])
+    (changed,) = per_tenant_ranges([pending("p1", "a", 1, "h2")])
+    (other_model,) = per_tenant_ranges([pending("p1", "a", 1, "h1")], embedding_model="model-b")
     assert first.run_key(1) == first.run_key(1)
     assert first.run_key(1) != changed.run_key(1)
     assert first.run_key(1) != other_model.run_key(1)
