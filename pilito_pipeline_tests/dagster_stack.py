@@ -360,10 +360,12 @@ class Stack:
         return time.monotonic()
 
 
-def write_dagster_yaml(home: Path, run_monitoring: Mapping[str, Any]) -> Path:
-    """The project's dagster.yaml in `home`, its run monitoring settings overridden by `run_monitoring`."""
+def write_dagster_yaml(home: Path, run_monitoring: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Path:
+    """The project's dagster.yaml in `home`, its run monitoring settings overridden by `run_monitoring`
+    and its top-level keys by `extra` (a run launcher, say)."""
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     config["run_monitoring"] = {**config["run_monitoring"], **run_monitoring}
+    config.update(extra or {})
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -385,17 +387,18 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 @contextmanager
 def dagster_stack(
     data_dir: Path, env: Mapping[str, str], run_monitoring: Mapping[str, Any] | None = None,
-    own_redis: bool = False,
+    own_redis: bool = False, instance_config: Mapping[str, Any] | None = None,
 ) -> Iterator[Stack]:
     """Start the database, Redis where `own_redis`, and Dagster on `data_dir`; `env` adds settings
-    (crawl rate, embedder...); `run_monitoring` overrides dagster.yaml's (FAST_RUN_MONITORING)."""
+    (crawl rate, embedder...); `run_monitoring` overrides dagster.yaml's (FAST_RUN_MONITORING), and
+    `instance_config` its top-level keys (the Celery run launcher)."""
     # The server's own folder outside pytest's temporary root: another pytest session resets that
     # root to mode 0700 (or prunes it), and the server runs as another user that must traverse it.
     pg_dir = Path(tempfile.mkdtemp(prefix="pilito-stack-pg-"))
     try:
         database_url = embedded_server_uri(pg_dir)
         home = data_dir / "dagster_home"
-        write_dagster_yaml(home, run_monitoring or {})
+        write_dagster_yaml(home, run_monitoring or {}, instance_config)
         redis_port = free_port() if own_redis else None
         stack_env = {
             "DATABASE_URL": database_url, "PILITO_DATA_DIR": str(data_dir),

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,18 +19,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
-from pilito_pipeline.app.dagster_process import (
-    DAGSTER_PROCESS_ENV, ensure_dagster_database, launch_dagster_dev, prepare_dagster_home,
-)
+from pilito_pipeline.app.dagster_process import DAGSTER_PROCESS_ENV
 from pilito_pipeline.defs.partitions import RUN_KIND_TAG
-from pilito_pipeline.settings import PROJECT_ROOT, settings_from_env
+from pilito_pipeline.settings import PROJECT_ROOT
 from pilito_pipeline.store.db import connect
-from pilito_pipeline.store.migrate import migrate
-from pilito_pipeline.store.server import embedded_server_uri, stop_embedded_server
-from pilito_pipeline_tests.defs.daemon_stack import (
-    DEADLINE, DaemonStack, QuietHandler, free_port, generate_site, wait_for,
-)
+from pilito_pipeline_tests.dagster_stack import QuietHandler, Stack, dagster_stack, generate_site
+from pilito_pipeline_tests.waiting import DEADLINE, wait_for
 from pilito_pipeline_tests.defs.test_page_runs_daemon import assert_disjoint_and_complete
 from pilito_pipeline_tests.services import throwaway_redis
 
@@ -104,40 +98,21 @@ def stop_worker(worker: subprocess.Popen) -> None:
 
 
 @contextmanager
-def celery_stack(data_dir: Path, env: dict[str, str]) -> Iterator[tuple[DaemonStack, list[subprocess.Popen]]]:
-    """daemon_stack's database and `dagster dev`, with the Celery run launcher appended to the
-    instance's dagster.yaml, and two run workers on the same Redis queue."""
-    pg_dir = Path(tempfile.mkdtemp(prefix="pilito-celery-pg-"))
-    database_url = embedded_server_uri(pg_dir)
-    saved = dict(os.environ)
-    workers: list[subprocess.Popen] = []
-    try:
-        os.environ.update({"DATABASE_URL": database_url, "PILITO_DATA_DIR": str(data_dir), **env})
-        settings = settings_from_env()
-        migrate(database_url, embedding_dimension=settings.embedding_dimension)
-        home = prepare_dagster_home(settings)
-        with open(home / "dagster.yaml", "a", encoding="utf-8") as config:
-            config.write("\n" + (CELERY_CONFIG / "run_launcher.yaml").read_text(encoding="utf-8"))
-        dagster_url = ensure_dagster_database(database_url)
-        os.environ.update({"DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": dagster_url})
-        dagster = launch_dagster_dev(home, dagster_url, data_dir / "dagster.log", dict(os.environ), port=free_port())
-        workers = [start_worker(name, home, dagster_url, data_dir / f"{name}.log") for name in ("w1", "w2")]
+def celery_stack(data_dir: Path, env: dict[str, str]) -> Iterator[tuple[Stack, list[subprocess.Popen]]]:
+    """The tests' Dagster stack with the Celery run launcher in the instance's dagster.yaml, and two
+    run workers on the same Redis queue."""
+    launcher = yaml.safe_load((CELERY_CONFIG / "run_launcher.yaml").read_text(encoding="utf-8"))
+    with dagster_stack(data_dir, env, instance_config=launcher) as stack:
+        workers = [start_worker(name, stack.dagster_home, stack.env["DAGSTER_POSTGRES_URL"], data_dir / f"{name}.log")
+                   for name in ("w1", "w2")]
         try:
-            dagster.wait_until_ready(timeout=DEADLINE)
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                yield DaemonStack(data_dir, database_url, instance, dagster), workers
+            yield stack, workers
         finally:
-            dagster.stop()
             for worker in workers:
                 stop_worker(worker)
-    finally:
-        stop_embedded_server(pg_dir)
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
-def worker_pid(stack: DaemonStack, run_id: str) -> int:
+def worker_pid(stack: Stack, run_id: str) -> int:
     """The process that ran the run: Dagster's engine event as a run starts names it."""
     for entry in stack.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         pid = entry.dagster_event.engine_event_data.metadata.get("pid")
@@ -146,7 +121,7 @@ def worker_pid(stack: DaemonStack, run_id: str) -> int:
     raise AssertionError(f"run {run_id} has no worker pid")
 
 
-def all_done(stack: DaemonStack) -> bool:
+def all_done(stack: Stack) -> bool:
     with connect(stack.database_url) as conn:
         row = conn.execute(
             "SELECT count(*) FILTER (WHERE status <> 'ready') AS crawling,"
@@ -163,11 +138,9 @@ def test_two_celery_run_workers_share_one_queue_and_each_page_is_done_once(tmp_p
         with celery_stack(tmp_path / "stack", env) as (stack, workers):
             for site, url in urls.items():
                 stack.register(site, url, max_pages=PAGES + 1)
-            try:
-                wait_for("every site crawled and every page processed", lambda: all_done(stack), interval=2)
-            except TimeoutError as exc:
-                logs = "".join((tmp_path / "stack" / f"{w}.log").read_text(errors="replace")[-3000:] for w in ("w1", "w2"))
-                raise AssertionError(f"{exc}\n{stack.log_tail()}\n{logs}") from exc
+            wait_for("every site crawled and every page processed", lambda: all_done(stack), interval=2,
+                     diagnostics=lambda: stack.log_tail() + "".join(
+                         (tmp_path / "stack" / f"{w}.log").read_text(errors="replace")[-3000:] for w in ("w1", "w2")))
 
             runs = stack.runs()
             assert all(run.dagster_run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
