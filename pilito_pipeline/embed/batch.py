@@ -10,7 +10,7 @@ import numpy as np
 import psycopg
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderMisconfigured
-from pilito_pipeline.embed.provider import EmbeddingProvider
+from pilito_pipeline.embed.provider import EmbeddingProvider, SparseVector
 from pilito_pipeline.store.knowledge import KnowledgeRow, embedding_text, reusable_embeddings, text_digest
 
 
@@ -27,38 +27,61 @@ def embed_rows(
     tldr: bool = True,
 ) -> EmbedCounts:
     """Give every non-parent row its full-text embedding (of `embedding_text`: heading path and
-    text) from `provider`, and its TL;DR embedding when `tldr` (settings.embed_tldr; without it the
-    TL;DR column stays empty).
+    text) from `provider`, its TL;DR embedding when `tldr` (settings.embed_tldr; without it the
+    TL;DR column stays empty), and the full text's latent terms when the provider has a sparse
+    head (`embed_with_latent_terms`: e5; both from one pass).
 
-    All missing texts of all rows go to the provider in one `embed` call (it batches). A text the
-    same model already embedded for the same source, as stored in the database (`reuse_from`), is
+    All missing texts of all rows go to the provider in one call (it batches). A text the same
+    model already embedded for the same source, as stored in the database (`reuse_from`), is
     reused, so re-running unchanged chunks makes no provider call; changing the model re-embeds
-    everything. Embeddings the rows already carry are replaced, never trusted. Rows are only
-    modified once every embedding is in hand. Parent rows and empty TL;DRs get no embedding.
+    everything, and a stored row without latent terms gets them (its stored vector is kept).
+    Embeddings the rows already carry are replaced, never trusted. Rows are only modified once
+    every embedding is in hand. Parent rows and empty TL;DRs get no embedding.
     """
     children = [row for row in rows if not row.is_parent]
     known: dict[str, np.ndarray] = {}
+    known_latent: dict[str, SparseVector] = {}
     if reuse_from is not None and children:
-        known = reusable_embeddings(reuse_from, {row.source_key for row in children}, provider.model_name)
-    wanted = [embedding_text(row) for row in children] + [row.tldr for row in children if tldr and row.tldr.strip()]
-    reused_before = sum(1 for text in wanted if text_digest(text) in known)
-    missing = list(dict.fromkeys(text for text in wanted if text_digest(text) not in known))
+        known, known_latent = reusable_embeddings(reuse_from, {row.source_key for row in children},
+                                                  provider.model_name)
+    full_texts = [embedding_text(row) for row in children]
+    tldrs = [row.tldr for row in children if tldr and row.tldr.strip()]
+    reused_before = sum(1 for text in full_texts + tldrs if text_digest(text) in known)
+    sparse_head = hasattr(provider, "embed_with_latent_terms")
+    both = list(dict.fromkeys(t for t in full_texts if text_digest(t) not in known
+                              or sparse_head and text_digest(t) not in known_latent)) if sparse_head else []
+    in_both = set(both)
+    missing = list(dict.fromkeys(t for t in (tldrs if sparse_head else full_texts + tldrs)
+                                 if text_digest(t) not in known and t not in in_both))
+    if both:
+        vectors, latents = provider.embed_with_latent_terms(both)
+        _check_shape(provider, vectors, len(both))
+        if len(latents) != len(both):
+            raise ProviderMisconfigured(f"{provider.model_name} returned {len(latents)} latent-term vectors"
+                                        f" for {len(both)} texts")
+        # a stored vector stays as it is (a new batch could round it differently and rewrite the row)
+        known = {**{text_digest(t): v for t, v in zip(both, vectors, strict=True)}, **known}
+        known_latent = known_latent | {text_digest(t): terms for t, terms in zip(both, latents, strict=True)}
     if missing:
         vectors = provider.embed(missing)
-        if vectors.shape != (len(missing), provider.dimension):
-            raise ProviderMisconfigured(
-                f"{provider.model_name} returned shape {vectors.shape} for {len(missing)} texts"
-                f" of dimension {provider.dimension}"
-            )
+        _check_shape(provider, vectors, len(missing))
         known = known | {text_digest(text): vector for text, vector in zip(missing, vectors, strict=True)}
     for row in rows:
         if row.is_parent:
-            row.embedding_model, row.full_embedding, row.tldr_embedding = None, None, None
+            row.embedding_model, row.full_embedding, row.tldr_embedding, row.latent_terms = None, None, None, None
             continue
         row.embedding_model = provider.model_name
         row.full_embedding = known[text_digest(embedding_text(row))]
         row.tldr_embedding = known[text_digest(row.tldr)] if tldr and row.tldr.strip() else None
-    return EmbedCounts(embedded=len(missing), reused=reused_before)
+        row.latent_terms = known_latent[text_digest(embedding_text(row))] if sparse_head else None
+    return EmbedCounts(embedded=len(both) + len(missing), reused=reused_before)
+
+
+def _check_shape(provider: EmbeddingProvider, vectors: np.ndarray, texts: int) -> None:
+    if vectors.shape != (texts, provider.dimension):
+        raise ProviderMisconfigured(
+            f"{provider.model_name} returned shape {vectors.shape} for {texts} texts of dimension {provider.dimension}"
+        )
 
 
 Key = TypeVar("Key", bound=Hashable)

@@ -83,10 +83,13 @@ def _openai_provider(settings: Settings, redis_key_prefix: str) -> EmbeddingProv
 
 
 def _service_provider(settings: Settings, redis_key_prefix: str) -> EmbeddingProvider:
-    from pilito_pipeline.embed.openai_provider import EmbeddingServiceProvider  # the openai client: a second to import
+    from pilito_pipeline.embed.openai_provider import (  # the openai client: a second to import
+        EmbeddingServiceProvider, LatentTermsServiceProvider,
+    )
 
     model = configured_model_name(settings)
-    return EmbeddingServiceProvider(
+    kind = LatentTermsServiceProvider if model == E5_MODEL_NAME else EmbeddingServiceProvider  # e5's sparse head
+    return kind(
         settings.embedding_service_url, model, settings.embedding_dimension,
         breaker=provider_breaker(f"service:{model}", settings.redis_url, key_prefix=redis_key_prefix),
     )

@@ -15,9 +15,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import openai
 import pybreaker
+from openai.types import CreateEmbeddingResponse
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderMisconfigured, ProviderUnavailable
-from pilito_pipeline.embed.provider import l2_normalised
+from pilito_pipeline.embed.provider import SparseVector, l2_normalised
 from pilito_pipeline.retries import OPENAI_CLIENT_RETRIES
 
 MAX_INPUTS_PER_REQUEST = 2048
@@ -96,14 +97,15 @@ class OpenAIProvider:
     def _embed(self, texts: Sequence[str], input_type: str) -> np.ndarray:
         self._check_texts(texts)
         parts = [
-            self._guarded_request(list(texts[start:end]), input_type)
+            self._vectors(list(texts[start:end]), self._guarded(list(texts[start:end]), input_type))
             for start, end in request_batches(texts, max_inputs=self._max_inputs, max_tokens=self._max_tokens)
         ]
         if not parts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(parts)
 
-    def _guarded_request(self, batch: list[str], input_type: str) -> np.ndarray:
+    def _guarded(self, batch: list[str], input_type: str) -> CreateEmbeddingResponse:
+        """The server's answer to one request, through the circuit breaker when there is one."""
         if self._breaker is None:
             return self._request(batch, input_type)
         try:
@@ -113,10 +115,10 @@ class OpenAIProvider:
                 f"embedding provider {self.model_name!r} is failing; circuit breaker open ({exc})"
             ) from exc
 
-    def _request(self, batch: list[str], input_type: str) -> np.ndarray:
+    def _request(self, batch: list[str], input_type: str) -> CreateEmbeddingResponse:
         server = self.server_name
         try:
-            response = self._client.embeddings.create(
+            return self._client.embeddings.create(
                 input=batch, model=self.model_name, dimensions=self._dimensions_param,
                 extra_body=self._extra_body(input_type),
             )
@@ -132,6 +134,9 @@ class OpenAIProvider:
             if exc.status_code in (408, 409) or exc.status_code >= 500:
                 raise ProviderUnavailable(f"{server} embeddings unavailable: {_describe(exc)}") from exc
             raise EmbeddingRequestError(f"{server} rejected the embedding request: {_describe(exc)}") from exc
+
+    def _vectors(self, batch: list[str], response: CreateEmbeddingResponse) -> np.ndarray:
+        server = self.server_name
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != len(batch):
             raise EmbeddingRequestError(f"{server} returned {len(data)} embeddings for {len(batch)} inputs")
@@ -178,6 +183,41 @@ class EmbeddingServiceProvider(OpenAIProvider):
 
     def _extra_body(self, input_type: str) -> dict[str, str] | None:
         return {"input_type": input_type}
+
+
+class LatentTermsServiceProvider(EmbeddingServiceProvider):
+    """`EmbeddingServiceProvider` for a model with a sparse head (e5): also the passages' latent
+    terms with their vectors (`embed_with_latent_terms`, one pass in the service) and the queries'
+    (`query_latent_terms`), as the provider computes them in process."""
+
+    def embed_with_latent_terms(self, texts: Sequence[str]) -> tuple[np.ndarray, list[SparseVector]]:
+        vectors, latents = [], []
+        for start, end in request_batches(texts, max_inputs=self._max_inputs, max_tokens=self._max_tokens):
+            batch = list(texts[start:end])
+            response = self._guarded(batch, "latent_terms")
+            vectors.append(self._vectors(batch, response))
+            latents += self._latent_terms(batch, response)
+        return (np.concatenate(vectors) if vectors else np.zeros((0, self.dimension), dtype=np.float32)), latents
+
+    def query_latent_terms(self, texts: Sequence[str]) -> list[SparseVector]:
+        found = []
+        for start, end in request_batches(texts, max_inputs=self._max_inputs, max_tokens=self._max_tokens):
+            batch = list(texts[start:end])
+            found += self._latent_terms(batch, self._guarded(batch, "query_latent_terms"))
+        return found
+
+    def _latent_terms(self, batch: list[str], response: CreateEmbeddingResponse) -> list[SparseVector]:
+        data = sorted(response.data, key=lambda item: item.index)
+        if len(data) != len(batch):
+            raise EmbeddingRequestError(f"{self.server_name} returned {len(data)} latent-term vectors for {len(batch)} inputs")
+        found = []
+        for item in data:
+            terms = (item.model_extra or {}).get("latent_terms")
+            if not isinstance(terms, dict):
+                raise ProviderMisconfigured(f"{self.server_name} answered without latent terms")
+            found.append(SparseVector(np.asarray(terms["indices"], dtype=np.int32),
+                                      np.asarray(terms["values"], dtype=np.float32), int(terms["dimension"])))
+        return found
 
 
 def _describe(exc: openai.APIError) -> str:

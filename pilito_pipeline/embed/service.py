@@ -12,7 +12,11 @@ search query never waits behind a page run's passages.
 The kind travels in the request body's `input_type` ("passage", the default, or "query"; the
 field Cohere, Voyage and NVIDIA's embedding APIs use): the service calls the provider's `embed` or
 `embed_queries`, exactly what the same provider in process would, so e5's "passage: " / "query: "
-prefixes and the query engine are the same. The answer names the provider's model (the name
+prefixes and the query engine are the same. Where the model has a sparse head (e5's latent
+terms; refused with 400 elsewhere), "latent_terms" embeds passages with their latent terms from
+the same pass (`embed_with_latent_terms`) and "query_latent_terms" gives queries' latent terms
+(`query_latent_terms`): each answer item then carries `latent_terms` ({"indices", "values",
+"dimension"}), beside the passage's `embedding` (empty for queries' latent terms). The answer names the provider's model (the name
 stored with every chunk); a request for another model is refused (404), so a client configured
 for one model never stores another's vectors under its name.
 
@@ -40,12 +44,17 @@ import numpy as np
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError
 from pilito_pipeline.embed.factory import build_provider
-from pilito_pipeline.embed.provider import EmbeddingProvider
+from pilito_pipeline.embed.provider import EmbeddingProvider, SparseVector
 from pilito_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INPUT_TYPES = ("passage", "query")
+INPUT_TYPES = ("passage", "query", "latent_terms", "query_latent_terms")
+LATENT_INPUT_TYPES = ("latent_terms", "query_latent_terms")
+_PROVIDER_METHODS = {"passage": "embed", "query": "embed_queries", "latent_terms": "embed_with_latent_terms",
+                     "query_latent_terms": "query_latent_terms"}
+Embedded = np.ndarray | list[SparseVector] | tuple[np.ndarray, list[SparseVector]]
+"""What a provider method returns: vectors, latent terms, or both (passages with their latent terms)."""
 DEFAULT_MAX_BATCH_TEXTS = 256
 """Texts of one provider call at most (a request larger than this is one batch of its own)."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -60,7 +69,7 @@ class ServiceStopping(RuntimeError):
 class _Job:
     texts: list[str]
     done: threading.Event = field(default_factory=threading.Event)
-    vectors: np.ndarray | None = None
+    vectors: Embedded | None = None
     error: Exception | None = None
 
 
@@ -106,7 +115,7 @@ class BatchingEmbedder:
             worker.join()
         self._workers.clear()
 
-    def embed(self, texts: list[str], input_type: str) -> np.ndarray:
+    def embed(self, texts: list[str], input_type: str) -> Embedded:
         if self._stopped:  # no worker would ever take the job
             raise ServiceStopping("the embedding service is stopping")
         job = _Job(texts)
@@ -137,7 +146,7 @@ class BatchingEmbedder:
             self._run(kind, jobs)
 
     def _run(self, kind: str, jobs: list[_Job]) -> None:
-        embed = self.provider.embed if kind == "passage" else self.provider.embed_queries
+        embed = getattr(self.provider, _PROVIDER_METHODS[kind])
         try:
             vectors = embed([text for job in jobs for text in job.texts])
         except EmbeddingRequestError as exc:
@@ -155,9 +164,15 @@ class BatchingEmbedder:
             self.batched_requests[kind] += len(jobs)
             start = 0
             for job in jobs:
-                job.vectors, start = vectors[start : start + len(job.texts)], start + len(job.texts)
+                job.vectors, start = _part(vectors, start, start + len(job.texts)), start + len(job.texts)
         for job in jobs:
             job.done.set()
+
+
+def _part(embedded: Embedded, start: int, end: int) -> Embedded:
+    if isinstance(embedded, tuple):
+        return embedded[0][start:end], embedded[1][start:end]
+    return embedded[start:end]
 
 
 class RequestRefused(ValueError):
@@ -166,8 +181,9 @@ class RequestRefused(ValueError):
         self.status, self.code = status, code
 
 
-def parse_request(body: bytes, model_name: str, dimension: int) -> tuple[list[str], str, str]:
-    """(texts, input_type, encoding_format) of an embeddings request, or `RequestRefused`."""
+def parse_request(body: bytes, model_name: str, dimension: int, *, latent: bool = False) -> tuple[list[str], str, str]:
+    """(texts, input_type, encoding_format) of an embeddings request, or `RequestRefused`; the
+    latent-term kinds only where the model has a sparse head (`latent`)."""
     try:
         request = json.loads(body)
     except ValueError as exc:
@@ -186,6 +202,8 @@ def parse_request(body: bytes, model_name: str, dimension: int) -> tuple[list[st
     input_type = request.get("input_type", "passage")
     if input_type not in INPUT_TYPES:
         raise RequestRefused(400, f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    if input_type in LATENT_INPUT_TYPES and not latent:
+        raise RequestRefused(400, f"{model_name!r} has no sparse head: no {input_type} here")
     encoding = request.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise RequestRefused(400, f"encoding_format must be 'float' or 'base64', got {encoding!r}")
@@ -194,17 +212,25 @@ def parse_request(body: bytes, model_name: str, dimension: int) -> tuple[list[st
     return texts, input_type, encoding
 
 
-def embeddings_response(vectors: np.ndarray, model_name: str, encoding: str) -> dict[str, object]:
-    """The OpenAI embeddings answer: base64 is the float32 bytes (little-endian), as OpenAI sends them."""
-    data = [
-        {
-            "object": "embedding",
-            "index": index,
-            "embedding": base64.b64encode(vector.astype("<f4").tobytes()).decode()
-            if encoding == "base64" else vector.astype(np.float32).tolist(),
-        }
-        for index, vector in enumerate(vectors)
-    ]
+def embeddings_response(embedded: Embedded, model_name: str, encoding: str) -> dict[str, object]:
+    """The OpenAI embeddings answer: base64 is the float32 bytes (little-endian), as OpenAI sends them.
+    Latent terms go in each item's `latent_terms` (`embedding` empty when there is no vector)."""
+    vectors, latents = embedded if isinstance(embedded, tuple) else (embedded, None)
+    if isinstance(vectors, list):
+        vectors, latents = None, vectors
+    count = len(latents) if vectors is None else len(vectors)
+    data: list[dict[str, object]] = []
+    for index in range(count):
+        item: dict[str, object] = {"object": "embedding", "index": index, "embedding": []}
+        if vectors is not None:
+            vector = vectors[index]
+            item["embedding"] = (base64.b64encode(vector.astype("<f4").tobytes()).decode()
+                                 if encoding == "base64" else vector.astype(np.float32).tolist())
+        if latents is not None:
+            terms = latents[index]
+            item["latent_terms"] = {"indices": terms.indices.tolist(), "values": terms.values.tolist(),
+                                    "dimension": terms.dimension}
+        data.append(item)
     # Tokens are not counted here (the provider's tokenizer is its own); the fields are required.
     return {"object": "list", "data": data, "model": model_name, "usage": {"prompt_tokens": 0, "total_tokens": 0}}
 
@@ -274,7 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/embeddings":
             return self._error(RequestRefused(404, f"no route {self.path}", "not_found"))
         try:
-            texts, input_type, encoding = parse_request(body, embedder.provider.model_name, embedder.provider.dimension)
+            texts, input_type, encoding = parse_request(body, embedder.provider.model_name, embedder.provider.dimension,
+                                                        latent=hasattr(embedder.provider, "embed_with_latent_terms"))
             vectors = embedder.embed(texts, input_type) if texts else np.zeros((0, embedder.provider.dimension))
         except RequestRefused as exc:
             return self._error(exc)
@@ -310,6 +337,9 @@ def served_provider(settings: Settings) -> EmbeddingProvider:
     provider = build_provider(replace(settings, embedding_service_url=""))
     provider.embed(["warm-up"])
     provider.embed_queries(["warm-up"])
+    if hasattr(provider, "embed_with_latent_terms"):
+        provider.embed_with_latent_terms(["warm-up"])  # loads the sparse head
+        provider.query_latent_terms(["warm-up"])
     return provider
 
 

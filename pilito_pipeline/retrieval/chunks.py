@@ -49,3 +49,11 @@ def fetch_parents(conn: psycopg.Connection, tenant_id: str, keys: Sequence[Paren
         )
         found = [_chunk(row) for row in cur.fetchall()]
     return {(c.chunk_type, c.source_id, c.chunk_index): c for c in found}
+
+
+def chunk_language(conn: psycopg.Connection, tenant_id: str, chunk_id: int) -> str | None:
+    """The language extraction recorded for one of the tenant's chunks (metadata "language"), if any."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT metadata->>'language' AS language FROM tenant_knowledge"
+                          " WHERE tenant_id = %s AND id = %s", (tenant_id, chunk_id)).fetchone()
+    return row["language"] if row else None

@@ -8,7 +8,7 @@ from typing import Literal
 from pilito_pipeline.settings import Settings
 
 RerankPassage = Literal["tldr", "full"]
-Arms = Literal["hybrid", "dense", "bm25"]
+Arms = Literal["hybrid", "dense", "bm25", "latent"]
 Fusion = Literal["evidence", "rrf"]
 
 
@@ -17,7 +17,7 @@ class RetrievalConfig:
     """Defaults of the pipeline; feature flags may override the ones they name at run time."""
 
     arms: Arms = "hybrid"
-    """Which searches run: both fused, or one alone (the evaluation's per-method rows)."""
+    """Which searches run: all fused, or one alone (the evaluation's per-method rows)."""
     dense_top_k: int = 50
     """Dense candidates per group (flag `dense_top_k`). 50 over 20 with evidence fusion: tune-half
     MRR of four sets 0.646 vs 0.643 (README: retrieval tuning)."""
@@ -43,6 +43,23 @@ class RetrievalConfig:
     does not cover Persian (the packaged MiniLM is English-only: its vocabulary splits Persian
     into single letters), and then dense is not searched for them. Equal weights (dense share 0.5)
     won on the tune halves over 0.4 and 0.6."""
+    latent_weight: float = 0.75
+    """Evidence fusion: weight of the latent-term arm (`retrieval/latent.py`: the query's learned
+    sparse features against the chunks'), for embedders with a sparse head (e5); 0 switches it off.
+    Tune halves, mean hybrid MRR of the four larger sets (replayed on stored candidates): 0.685 vs
+    0.673 without the arm; 0.75 over 0.5, 1 and 1.5 (README: retrieval tuning)."""
+    latent_floor: float = 0.25
+    """Evidence fusion: the latent-term cosine at which its evidence starts (as `dense_floor`; the
+    best chunk's cosine sits between 0.21 and 0.40). 0.25 over 0, 0.1, 0.15, 0.2, 0.3 and 0.4."""
+    dense_blind_below: float = 0.85
+    """Evidence fusion: when the best dense cosine is below this (no chunk close to the question)
+    and the latent-term arm's best chunk is in another language than the question (a Persian
+    question about an English page), that arm is scored against its own best candidate instead
+    (cosine / best, evidence from `latent_relative_floor` up), so its ranking decides
+    (`fusion.latent_evidence`). Tune halves: cross-lingual hybrid MRR 0.462 → 0.541, handbook
+    paraphrases 0.813 → 0.818, informal 0.697 → 0.687, GIMP unchanged; 0.85 over 0.86, 0.87, 0.9."""
+    latent_relative_floor: float = 0.7
+    """See `dense_blind_below`: 0.7 over 0.8 and 0.9."""
     translated_bm25_weight: float = 1.0
     """Evidence fusion: weight of the translated arm (`retrieval/translate.py`: a Persian query's
     words mapped to the tenant's English vocabulary, searched with BM25 in its English chunks); 0
@@ -108,8 +125,8 @@ class RetrievalConfig:
         )
 
     def __post_init__(self) -> None:
-        if self.arms not in ("hybrid", "dense", "bm25"):
-            raise ValueError(f"RetrievalConfig.arms must be 'hybrid', 'dense' or 'bm25', got {self.arms!r}")
+        if self.arms not in ("hybrid", "dense", "bm25", "latent"):
+            raise ValueError(f"RetrievalConfig.arms must be 'hybrid', 'dense', 'bm25' or 'latent', got {self.arms!r}")
         for name in ("dense_top_k", "sparse_top_k", "fused_limit", "rrf_k", "rerank_top_k", "translate_min_terms",
                      "rerank_max_length", "rerank_batch_size", "hnsw_ef_search", "statement_timeout_ms"):
             if getattr(self, name) < 1:
@@ -118,13 +135,14 @@ class RetrievalConfig:
             raise ValueError(f"RetrievalConfig.rerank_passage must be 'tldr' or 'full', got {self.rerank_passage!r}")
         if self.fusion not in ("evidence", "rrf"):
             raise ValueError(f"RetrievalConfig.fusion must be 'evidence' or 'rrf', got {self.fusion!r}")
-        if not 0 <= self.dense_floor < 1:
-            raise ValueError("RetrievalConfig.dense_floor must be within [0, 1)")
+        for name in ("dense_floor", "latent_floor", "latent_relative_floor", "dense_blind_below"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"RetrievalConfig.{name} must be within [0, 1)")
         if not 0 < self.near_duplicate_threshold <= 1:
             raise ValueError("RetrievalConfig.near_duplicate_threshold must be in (0, 1]")
         if not 0 < self.translate_min_similarity <= 1:
             raise ValueError("RetrievalConfig.translate_min_similarity must be in (0, 1]")
-        for name in ("bm25_weight", "dense_weight", "persian_dense_weight", "translated_bm25_weight"):
+        for name in ("bm25_weight", "dense_weight", "persian_dense_weight", "latent_weight", "translated_bm25_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetrievalConfig.{name} must not be negative")
         if self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:

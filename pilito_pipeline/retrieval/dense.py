@@ -81,7 +81,7 @@ def dense_search(
     if not chunk_types or limit < 1:
         return []
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-        _set_plan(cur, plan, max(int(ef_search), int(limit)))
+        set_plan(cur, plan, max(int(ef_search), int(limit)))
         # prepare=False: planned with the actual tenant id, so the partial index predicate matches.
         cur.execute(_SQL[plan, tldr], _params(tenant_id, chunk_types, vector, limit, model), prepare=False)
         return [(int(chunk_id), float(similarity)) for chunk_id, similarity in cur.fetchall()]
@@ -91,7 +91,7 @@ def explain_dense(conn: psycopg.Connection, tenant_id: str, chunk_types: Sequenc
                   limit: int, *, model: str, plan: DensePlan, ef_search: int = 100, tldr: bool = False) -> str:
     """The plan PostgreSQL runs for `dense_search` (EXPLAIN text), to check which index it uses."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-        _set_plan(cur, plan, max(int(ef_search), int(limit)))
+        set_plan(cur, plan, max(int(ef_search), int(limit)))
         rows = cur.execute("EXPLAIN " + _SQL[plan, tldr], _params(tenant_id, chunk_types, vector, limit, model),
                            prepare=False).fetchall()
     return "\n".join(row[0] for row in rows)
@@ -103,7 +103,7 @@ def _params(tenant_id: str, chunk_types: Sequence[str], vector: np.ndarray, limi
             "vector": HalfVector(np.asarray(vector, dtype=np.float32))}
 
 
-def _set_plan(cur: psycopg.Cursor, plan: DensePlan, ef_search: int) -> None:
+def set_plan(cur: psycopg.Cursor, plan: DensePlan, ef_search: int) -> None:
     if plan == "hnsw":
         cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")

@@ -30,8 +30,9 @@ from pilito_pipeline.retrieval.rerank import CrossEncoderReranker
 from pilito_pipeline.retrieval.retriever import Retriever
 from pilito_pipeline.settings import Settings, get_settings
 
-METHODS = ("dense", "bm25", "hybrid", "hybrid+rerank")
-EXPECTED_METHOD = {"dense": "dense_only", "bm25": "bm25_only", "hybrid": "hybrid", "hybrid+rerank": "hybrid+rerank"}
+METHODS = ("dense", "bm25", "latent", "hybrid", "hybrid+rerank")
+EXPECTED_METHOD = {"dense": "dense_only", "bm25": "bm25_only", "latent": "latent_only", "hybrid": "hybrid",
+                   "hybrid+rerank": "hybrid+rerank"}
 
 
 SPLITS = ("tune", "test")
@@ -98,7 +99,7 @@ def method_config(config: RetrievalConfig, method: str) -> RetrievalConfig:
     """The retriever configuration a method row runs: `config` with one switch set."""
     if method == "hybrid+rerank":
         return replace(config, arms="hybrid")
-    if method in ("dense", "bm25", "hybrid"):
+    if method in ("dense", "bm25", "latent", "hybrid"):
         return replace(config, arms=method, rerank_model="")
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
@@ -187,7 +188,8 @@ def evaluate_queries(
     methods: Sequence[str] = METHODS,
 ) -> dict[str, list[QueryOutcome]]:
     """Each method's outcome for every query, scored on `retrieve_context` (the rerank method is
-    left out when no cross-encoder is configured)."""
+    left out when no cross-encoder is configured, the latent-term one when the embedder has no
+    sparse head)."""
     settings = settings or get_settings()
     config = config or RetrievalConfig.from_settings(settings)
     embedder = embedder or build_provider(settings)
@@ -196,6 +198,8 @@ def evaluate_queries(
     outcomes: dict[str, list[QueryOutcome]] = {}
     for method in methods:
         if method == "hybrid+rerank" and not config.rerank_model:
+            continue
+        if method == "latent" and not hasattr(embedder, "query_latent_terms"):
             continue
         with Retriever(database_url, embedder=embedder, flags=FeatureFlags(""), config=method_config(config, method),
                        reranker=reranker) as retriever:
@@ -232,12 +236,15 @@ def score_rows(outcomes: dict[str, list[QueryOutcome]], methods: Sequence[str], 
                 if method not in outcomes:
                     if key != "all":
                         continue
-                    rows.append(MethodScores(method, 0, None, None, None, k, None,
-                                             "no cross-encoder configured (RERANK_MODEL)", group=key))
+                    rows.append(MethodScores(method, 0, None, None, None, k, None, _MISSING[method], group=key))
                     continue
                 chosen = [o for o in outcomes[method] if key in _group_keys(o.query, group)]
                 rows.append(_scores(method, chosen, k, key))
     return rows
+
+
+_MISSING = {"hybrid+rerank": "no cross-encoder configured (RERANK_MODEL)",
+            "latent": "the embedding model has no sparse head (latent terms: e5 only)"}
 
 
 def _scores(method: str, chosen: Sequence[QueryOutcome], k: int, group: str) -> MethodScores:

@@ -31,12 +31,14 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
+from pilito_pipeline.embed.provider import SparseVector
 from pilito_pipeline.retrieval.bm25 import bm25_ceiling, bm25_search, tenant_chunk_count
-from pilito_pipeline.retrieval.chunks import fetch_chunks, fetch_parents
+from pilito_pipeline.retrieval.chunks import chunk_language, fetch_chunks, fetch_parents
 from pilito_pipeline.retrieval.config import RetrievalConfig
 from pilito_pipeline.retrieval.dense import DensePlan, dense_search, tenant_dense_plan
 from pilito_pipeline.retrieval.flags import FeatureFlags
-from pilito_pipeline.retrieval.fusion import evidence_fusion, reciprocal_rank_fusion
+from pilito_pipeline.retrieval.latent import latent_search, tenant_latent_plan
+from pilito_pipeline.retrieval.fusion import evidence_fusion, latent_evidence, reciprocal_rank_fusion
 from pilito_pipeline.retrieval.metrics import RagMetrics
 from pilito_pipeline.retrieval.packing import (
     RetrievedChunk,
@@ -150,11 +152,14 @@ class _Call:
     terms: tuple[str, ...]
     watch: _Stopwatch
     vector: np.ndarray | None = None
+    latent: SparseVector | None = None
     degradations: list[Degradation] = field(default_factory=list)
     tenant_chunks: int = 0
     plan: DensePlan = "exact"
+    latent_plan: DensePlan = "exact"
     used_dense: bool = False
     used_bm25: bool = False
+    used_latent: bool = False
     reranked: bool = False
     translated_terms: tuple[str, ...] = ()
 
@@ -274,7 +279,8 @@ class Retriever:
 
         primary = packed.get("primary", [])
         secondary = packed.get("secondary", [])
-        retrieval_method = _method_name(call.production, call.used_dense, call.used_bm25, call.reranked)
+        retrieval_method = _method_name(call.production, call.used_dense, call.used_bm25, call.used_latent,
+                                        call.reranked)
         latency_ms = (time.perf_counter() - started) * 1000
         self._record(call.method, retrieval_method, primary_source, primary, secondary, latency_ms, call.watch.stages)
         return RetrievalResult(
@@ -298,20 +304,38 @@ class Retriever:
             tenant_id=tenant_id, analysis=analysis, flags=flags, production=production, watch=watch,
             method="production_rag" if production else "legacy",
             # The legacy path is dense alone, whatever the language.
-            weights=fusion_weights(self.config, analysis) if production else {"dense": 1.0, "bm25": 0.0},
+            weights=fusion_weights(self.config, analysis) if production else {"dense": 1.0, "bm25": 0.0, "latent": 0.0},
             dense_k=max(1, round((flags["dense_top_k"] or self.config.dense_top_k) * factor)),
             sparse_k=max(1, round((flags["sparse_top_k"] or self.config.sparse_top_k) * factor)),
             top_k=max(1, round((flags["rerank_top_k"] or self.config.rerank_top_k) * factor)),
             terms=bm25_terms(analysis, self.config),
         )
         self.metrics.query_complexity.labels(analysis.complexity, analysis.language).inc()
-        if call.weights["dense"] > 0:
-            with watch.stage("embed"):
-                try:
-                    call.vector = embed_query(self._get_embedder(), analysis, self.config)
-                except Exception as exc:  # any provider failure: BM25 carries the query alone
-                    call.degradations.append(self._degrade(call.method, "embedding", exc))
+        if call.weights["dense"] > 0 or call.weights["latent"] > 0:
+            self._embed_query(call)
         return call
+
+    def _embed_query(self, call: _Call) -> None:
+        """The query's vector and, where the embedder has a sparse head, its latent terms; any
+        provider failure leaves the arm out (recorded), the other arms carry the query."""
+        try:
+            embedder = self._get_embedder()
+        except Exception as exc:  # no provider at all (a factory that fails): BM25 carries the query
+            call.degradations.append(self._degrade(call.method, "embedding", exc))
+            return
+        if call.weights["dense"] > 0:
+            with call.watch.stage("embed"):
+                try:
+                    call.vector = embed_query(embedder, call.analysis, self.config)
+                except Exception as exc:
+                    call.degradations.append(self._degrade(call.method, "embedding", exc))
+        if call.weights["latent"] <= 0 or not hasattr(embedder, "query_latent_terms"):
+            return
+        with call.watch.stage("latent"):
+            try:
+                call.latent = query_latent_terms(embedder, call.analysis, self.config)
+            except Exception as exc:
+                call.degradations.append(self._degrade(call.method, "latent", exc))
 
     def _search(self, conn: psycopg.Connection, call: _Call, groups: Sequence[_Group]) -> dict[str, list[RetrievedChunk]]:
         """Each group's fused candidates (reranked when a cross-encoder runs), best first."""
@@ -319,14 +343,16 @@ class Retriever:
             conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
             call.tenant_chunks = tenant_chunk_count(conn, call.tenant_id)
             call.plan = tenant_dense_plan(conn, call.tenant_id)
+            call.latent_plan = tenant_latent_plan(conn, call.tenant_id)
         self._translate(conn, call)
         ranked: dict[str, list[RetrievedChunk]] = {}
         for group in groups:
             dense = self._dense(conn, call, group)
+            latent = self._latent(conn, call, group)
             sparse, ceiling = self._bm25(conn, call, group)
             translated = self._translated(conn, call, group)
             with call.watch.stage("fusion"):
-                ranked[group.name] = self._fuse(conn, call, dense, (sparse, ceiling), translated)
+                ranked[group.name] = self._fuse(conn, call, (dense, latent), (sparse, ceiling), translated)
         if call.production:
             with call.watch.stage("rerank"):
                 call.reranked = self._rerank(call.analysis.text, ranked, call.flags, call.method, call.degradations)
@@ -341,6 +367,17 @@ class Retriever:
                 c, call.tenant_id, group.chunk_types, vector, call.dense_k, model=model, plan=call.plan,
                 ef_search=self.config.hnsw_ef_search, tldr=self.config.dense_tldr))
         call.used_dense |= ok
+        return found or []
+
+    def _latent(self, conn: psycopg.Connection, call: _Call, group: _Group) -> list[tuple[int, float]]:
+        if call.latent is None:
+            return []
+        terms, model = call.latent, self._get_embedder().model_name
+        with call.watch.stage("latent"):
+            found, ok = self._stage(conn, call.method, "latent", call.degradations, lambda c: latent_search(
+                c, call.tenant_id, group.chunk_types, terms, call.dense_k, model=model, plan=call.latent_plan,
+                ef_search=self.config.hnsw_ef_search))
+        call.used_latent |= ok
         return found or []
 
     def _bm25(self, conn: psycopg.Connection, call: _Call, group: _Group) -> tuple[list[tuple[int, float]], float]:
@@ -425,23 +462,30 @@ class Retriever:
             degradations.append(self._degrade(method, stage, exc))
             return None, False
 
-    def _fuse(self, conn: psycopg.Connection, call: _Call, dense: list[tuple[int, float]],
+    def _fuse(self, conn: psycopg.Connection, call: _Call,
+              vectors: tuple[list[tuple[int, float]], list[tuple[int, float]]],
               bm25: tuple[list[tuple[int, float]], float],
               translated: tuple[list[tuple[int, float]], float]) -> list[RetrievedChunk]:
-        (sparse, ceiling), weights = bm25, call.weights
+        (dense, latent), (sparse, ceiling), weights = vectors, bm25, call.weights
+        blind = bool(latent) and (not dense or dense[0][1] < self.config.dense_blind_below)
+        latent_scores, latent_floor = latent_evidence(
+            dense, latent, floor=self.config.latent_floor, blind_below=self.config.dense_blind_below,
+            relative_floor=self.config.latent_relative_floor,
+            across_languages=blind and chunk_language(conn, call.tenant_id, latent[0][0]) != call.analysis.language)
         if self.config.fusion == "rrf":
             fused = reciprocal_rank_fusion(
-                {"dense": [i for i, _ in dense], "bm25": [i for i, _ in sparse]},
+                {"dense": [i for i, _ in dense], "latent": [i for i, _ in latent], "bm25": [i for i, _ in sparse]},
                 k=self.config.rrf_k, limit=self.config.fused_limit, weights=weights,
             )
         else:
             fused = evidence_fusion(dense, sparse, dense_weight=weights["dense"], bm25_weight=weights["bm25"],
                                     dense_floor=self.config.dense_floor, bm25_ceiling=ceiling,
+                                    latent=latent_scores, latent_weight=weights["latent"], latent_floor=latent_floor,
                                     translated=translated[0], translated_ceiling=translated[1],
                                     translated_weight=self.config.translated_bm25_weight,
                                     limit=self.config.fused_limit)
         rows = fetch_chunks(conn, call.tenant_id, [i for i, _ in fused])
-        arms = {"dense": dict(dense), "bm25": dict(sparse), "translated": dict(translated[0])}
+        arms = {"dense": dict(dense), "latent": dict(latent), "bm25": dict(sparse), "translated": dict(translated[0])}
         chunks = []
         for chunk_id, score in fused:
             if chunk_id not in rows:
@@ -530,26 +574,20 @@ def _groups(tenant_id: str, primary_source: str, secondary_sources: Sequence[str
     return groups
 
 
-def _method_name(production: bool, used_dense: bool, used_bm25: bool, reranked: bool) -> str:
+def _method_name(production: bool, used_dense: bool, used_bm25: bool, used_latent: bool, reranked: bool) -> str:
     if not production:
         return "legacy_dense" if used_dense else "none"
-    if used_dense and used_bm25:
-        name = "hybrid"
-    elif used_bm25:
-        name = "bm25_only"
-    elif used_dense:
-        name = "dense_only"
-    else:
-        name = "none"
+    used = [arm for arm, ok in (("dense", used_dense), ("bm25", used_bm25), ("latent", used_latent)) if ok]
+    name = "hybrid" if len(used) > 1 else f"{used[0]}_only" if used else "none"
     return name + "+rerank" if reranked else name
 
 
 def fusion_weights(config: RetrievalConfig, analysis: QueryAnalysis) -> dict[str, float]:
-    """Fusion weights of the two lists for this query: `config.arms` switches an arm off (weight
-    0), the dense weight depends on the language (see `RetrievalConfig.persian_dense_weight`)."""
+    """Fusion weights of the lists for this query: `config.arms` runs one arm alone (the others
+    weigh 0), the dense weight depends on the language (see `RetrievalConfig.persian_dense_weight`)."""
     dense = config.persian_dense_weight if analysis.language == "fa" else config.dense_weight
-    return {"dense": 0.0 if config.arms == "bm25" else dense,
-            "bm25": 0.0 if config.arms == "dense" else config.bm25_weight}
+    weights = {"dense": dense, "bm25": config.bm25_weight, "latent": config.latent_weight}
+    return {arm: weight if config.arms in ("hybrid", arm) else 0.0 for arm, weight in weights.items()}
 
 
 def bm25_terms(analysis: QueryAnalysis, config: RetrievalConfig) -> tuple[str, ...]:
@@ -563,6 +601,12 @@ def ceiling_terms(analysis: QueryAnalysis, config: RetrievalConfig) -> tuple[str
     """The terms the BM25 ceiling counts: the query's own (and its formal form's when searched), not
     the doublet variants, of which a page usually has only one."""
     return analysis.terms + (analysis.formal_terms if config.informal_bm25 else ())
+
+
+def query_latent_terms(embedder: EmbeddingProvider, analysis: QueryAnalysis, config: RetrievalConfig) -> SparseVector:
+    """The latent terms of the text `embed_query` embeds (the embedder has a sparse head)."""
+    text = analysis.formal if config.informal_dense else analysis.normalized
+    return embedder.query_latent_terms([text])[0]
 
 
 def embed_query(embedder: EmbeddingProvider, analysis: QueryAnalysis, config: RetrievalConfig | None = None) -> np.ndarray:

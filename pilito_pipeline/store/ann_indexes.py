@@ -7,7 +7,10 @@ for rows of tenants that have their own graph. A tenant's indexes are
         USING hnsw ({full,tldr}_embedding halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)
         WHERE tenant_id = '<tenant>' AND NOT is_parent
 
-and the registry `tenant_ann_indexes` (migration 0005) names them once both are valid. Retrieval
+and the same over `latent_terms` (sparsevec_ip_ops: the latent-term arm, retrieval/latent.py; rows
+without latent terms are not in it), and the registry `tenant_ann_indexes` (migration 0005) names
+them once all are valid. A tenant registered with fewer indexes (before the latent-term one
+existed) is brought up to date by the next `ensure_tenant_ann_index`. Retrieval
 trusts a tenant's indexes only when the registry names them AND PostgreSQL marks them valid.
 
 Size = the tenant's searchable (non-parent) chunks, read from `bm25_tenant_stats` (kept exact by
@@ -38,7 +41,9 @@ DEFAULT_MIN_CHUNKS = 20_000
 SHRINK_FRACTION = 0.5
 """A tenant's indexes are dropped once it has fewer than `min_chunks * SHRINK_FRACTION` chunks."""
 ANN_LOCK_NAMESPACE = 0x616E6E69  # "anni": first key of the two-key advisory lock per tenant
-EMBEDDING_COLUMNS = ("full_embedding", "tldr_embedding")
+EMBEDDING_COLUMNS = ("full_embedding", "tldr_embedding", "latent_terms")
+_OPERATOR_CLASSES = {"full_embedding": "halfvec_cosine_ops", "tldr_embedding": "halfvec_cosine_ops",
+                     "latent_terms": "sparsevec_ip_ops"}
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 BUILD_MAINTENANCE_WORK_MEM = "512MB"
@@ -101,7 +106,7 @@ def ensure_tenant_ann_index(
         raise ValueError(f"min_chunks must be at least 1, got {min_chunks}")
     names = ann_index_names(tenant_id)
     with _autocommit(url_or_conn) as conn:
-        ready = tenant_ann_index_ready(conn, tenant_id)
+        ready = tenant_ann_index_ready(conn, tenant_id) and _registered_names(conn, tenant_id) == list(names)
         chunks = searchable_chunk_count(conn, tenant_id)
         if ready and chunks >= min_chunks * SHRINK_FRACTION:
             return names[0]
@@ -139,12 +144,13 @@ def tenants_needing_ann_index(conn: psycopg.Connection, min_chunks: int = DEFAUL
               FROM bm25_tenant_stats s FULL JOIN tenant_ann_indexes r USING (tenant_id)
              WHERE (r.tenant_id IS NULL AND s.chunk_count >= %(min)s)
                 OR (r.tenant_id IS NOT NULL AND (coalesce(s.chunk_count, 0) < %(min)s * %(shrink)s
+                    OR cardinality(r.index_names) < %(indexes)s
                     OR EXISTS (SELECT 1 FROM unnest(r.index_names) AS n(name)
                                  LEFT JOIN pg_index i ON i.indexrelid = to_regclass(quote_ident(n.name))
                                 WHERE i.indisvalid IS NOT TRUE)))
              ORDER BY coalesce(s.chunk_count, 0) DESC, 1
             """,
-            {"min": int(min_chunks), "shrink": SHRINK_FRACTION},
+            {"min": int(min_chunks), "shrink": SHRINK_FRACTION, "indexes": len(EMBEDDING_COLUMNS)},
         ).fetchall()
     return [row[0] for row in rows]
 
@@ -180,8 +186,13 @@ def _tenant_lock(conn: psycopg.Connection, tenant_id: str, *, wait: bool) -> Ite
 
 
 def _registered(conn: psycopg.Connection, tenant_id: str) -> bool:
+    return _registered_names(conn, tenant_id) is not None
+
+
+def _registered_names(conn: psycopg.Connection, tenant_id: str) -> list[str] | None:
     with conn.cursor(row_factory=tuple_row) as cur:
-        return cur.execute("SELECT 1 FROM tenant_ann_indexes WHERE tenant_id = %s", (tenant_id,)).fetchone() is not None
+        row = cur.execute("SELECT index_names FROM tenant_ann_indexes WHERE tenant_id = %s", (tenant_id,)).fetchone()
+    return None if row is None else list(row[0])
 
 
 def _index_states(conn: psycopg.Connection, names: tuple[str, ...]) -> dict[str, bool | None]:
@@ -196,7 +207,7 @@ def _existing(conn: psycopg.Connection, names: tuple[str, ...]) -> bool:
 def _build_locked(conn: psycopg.Connection, tenant_id: str, names: tuple[str, ...], chunks: int,
                   registered: bool) -> None:
     states = _index_states(conn, names)
-    if registered and all(states.values()):
+    if registered and all(states.values()) and _registered_names(conn, tenant_id) == list(names):
         return
     missing = [(name, column) for name, column in zip(names, EMBEDDING_COLUMNS, strict=True) if not states[name]]
     if missing:
@@ -208,9 +219,10 @@ def _build_locked(conn: psycopg.Connection, tenant_id: str, names: tuple[str, ..
                 if states[name] is False:  # INVALID: left by a build that crashed or was cancelled
                     conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
                 conn.execute(sql.SQL(
-                    "CREATE INDEX CONCURRENTLY {name} ON tenant_knowledge USING hnsw ({column} halfvec_cosine_ops)"
+                    "CREATE INDEX CONCURRENTLY {name} ON tenant_knowledge USING hnsw ({column} {operators})"
                     " WITH (m = {m}, ef_construction = {ef}) WHERE tenant_id = {tenant} AND NOT is_parent"
-                ).format(name=sql.Identifier(name), column=sql.Identifier(column), m=sql.Literal(HNSW_M),
+                ).format(name=sql.Identifier(name), column=sql.Identifier(column),
+                         operators=sql.SQL(_OPERATOR_CLASSES[column]), m=sql.Literal(HNSW_M),
                          ef=sql.Literal(HNSW_EF_CONSTRUCTION), tenant=sql.Literal(tenant_id)))
         finally:
             conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (previous,))

@@ -39,9 +39,11 @@ from typing import Any
 import numpy as np
 import psycopg
 from pgvector import HalfVector
+from pgvector import SparseVector as PgSparseVector
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
+from pilito_pipeline.embed.provider import SparseVector
 from pilito_pipeline.store.page_failures import clear_page_failures
 from pilito_pipeline.store.pages import lock_current_pages, mark_pages_processed
 
@@ -73,6 +75,8 @@ class KnowledgeRow:
     embedding_model: str | None = None
     full_embedding: np.ndarray | None = field(default=None, repr=False)
     tldr_embedding: np.ndarray | None = field(default=None, repr=False)
+    latent_terms: SparseVector | None = field(default=None, repr=False)
+    """The full text's latent terms (`embed/latent_terms.py`), where the embedder has a sparse head."""
 
     @property
     def source_key(self) -> SourceKey:
@@ -113,8 +117,9 @@ _COLUMNS: dict[str, str] = {
     "embedding_model": "text",
     "full_embedding": "halfvec",
     "tldr_embedding": "halfvec",
+    "latent_terms": "sparsevec",
 }
-_PRE_ENCODED = {"search_terms", "full_embedding", "tldr_embedding"}
+_PRE_ENCODED = {"search_terms", "full_embedding", "tldr_embedding", "latent_terms"}
 """Columns `_copy_values` sends already in PostgreSQL's binary format (declared `bytea` to psycopg,
 which passes bytes through; the server reads them with the column's own type): psycopg's generic
 list dumper and pgvector's HalfVector are pure Python and took a quarter of a first write's time."""
@@ -204,7 +209,7 @@ ORDER BY tenant_id, chunk_type, source_id, chunk_index
 
 _SELECT_REUSABLE = """
 SELECT encode(sha256(convert_to(CASE WHEN t.section_title <> '' THEN t.section_title || E'\\n' || t.full_text
-                                     ELSE t.full_text END, 'UTF8')), 'hex'), t.full_embedding,
+                                     ELSE t.full_text END, 'UTF8')), 'hex'), t.full_embedding, t.latent_terms,
        encode(sha256(convert_to(t.tldr, 'UTF8')), 'hex'), t.tldr_embedding
 FROM tenant_knowledge t
 JOIN unnest(%s::text[], %s::text[], %s::text[]) AS s(tenant_id, chunk_type, source_id)
@@ -237,6 +242,7 @@ def row_digest(row: KnowledgeRow) -> str:
     digest.update(json.dumps(scalars, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
     for vector in (row.full_embedding, row.tldr_embedding):
         digest.update(b"\x00" if vector is None else b"\x01" + np.asarray(vector, dtype=np.float16).tobytes())
+    digest.update(b"\x00" if row.latent_terms is None else b"\x01" + binary_sparsevec(row.latent_terms))
     return digest.hexdigest()
 
 
@@ -464,24 +470,28 @@ def load_sources(conn: psycopg.Connection, keys: Iterable[SourceKey]) -> dict[So
 
 def reusable_embeddings(
     conn: psycopg.Connection, keys: Iterable[SourceKey], model_name: str
-) -> dict[str, np.ndarray]:
-    """Embeddings already stored for the texts of `keys` by `model_name`, by `text_digest(text)`.
+) -> tuple[dict[str, np.ndarray], dict[str, SparseVector]]:
+    """Embeddings already stored for the texts of `keys` by `model_name`, by `text_digest(text)`,
+    and the full texts' latent terms, by the same digest.
 
     Full texts and TL;DRs share the map: an embedding depends only on its text and model.
     """
     keys = sorted(set(keys))
     found: dict[str, np.ndarray] = {}
+    latent: dict[str, SparseVector] = {}
     if not keys:
-        return found
+        return found, latent
     with conn.cursor(row_factory=tuple_row) as cur:
-        for full_digest, full_vector, tldr_digest, tldr_vector in cur.execute(
+        for full_digest, full_vector, full_latent, tldr_digest, tldr_vector in cur.execute(
             _SELECT_REUSABLE, (*_key_columns(keys), model_name)
         ):
             if full_vector is not None:
                 found[full_digest] = _to_array(full_vector)
+            if full_latent is not None:
+                latent[full_digest] = _to_sparse(full_latent)
             if tldr_vector is not None:
                 found[tldr_digest] = _to_array(tldr_vector)
-    return found
+    return found, latent
 
 
 def _validate(rows_by_source: Mapping[SourceKey, Sequence[KnowledgeRow]]) -> None:
@@ -527,6 +537,7 @@ def _copy_values(row: KnowledgeRow, term_elements: dict[str, bytes]) -> tuple[An
         row.embedding_model,
         None if row.full_embedding is None else binary_halfvec(row.full_embedding),
         None if row.tldr_embedding is None else binary_halfvec(row.tldr_embedding),
+        None if row.latent_terms is None else binary_sparsevec(row.latent_terms),
     )
 
 
@@ -537,6 +548,7 @@ _ARRAY_HEADER = struct.Struct("!iiIii")  # dimensions, has-nulls flag, element t
 _EMPTY_TEXT_ARRAY = struct.pack("!iiI", 0, 0, _TEXT_OID)
 _FIELD_LENGTH = struct.Struct("!i")
 _HALFVEC_HEADER = struct.Struct(">HH")  # dimensions, unused
+_SPARSEVEC_HEADER = struct.Struct(">iii")  # dimensions, non-zero elements, unused
 
 
 def binary_text_array(values: Sequence[str], elements: dict[str, bytes]) -> bytes:
@@ -561,12 +573,26 @@ def binary_halfvec(vector: np.ndarray) -> bytes:
     return _HALFVEC_HEADER.pack(len(values), 0) + values.tobytes()
 
 
+def binary_sparsevec(vector: SparseVector) -> bytes:
+    """`vector` as a pgvector sparsevec in its binary format (dimensions, count, 0, then the
+    indices and the float4 values, big-endian)."""
+    return (_SPARSEVEC_HEADER.pack(vector.dimension, len(vector.indices), 0)
+            + np.asarray(vector.indices, dtype=">i4").tobytes() + np.asarray(vector.values, dtype=">f4").tobytes())
+
+
 def _row_from(values: Sequence[Any]) -> KnowledgeRow:
     named = dict(zip(_COLUMNS, values, strict=True))
     for name in ("full_embedding", "tldr_embedding"):
         if named[name] is not None:
             named[name] = _to_array(named[name])
+    if named["latent_terms"] is not None:
+        named["latent_terms"] = _to_sparse(named["latent_terms"])
     return KnowledgeRow(**named)
+
+
+def _to_sparse(vector: PgSparseVector) -> SparseVector:
+    return SparseVector(np.asarray(vector.indices(), dtype=np.int32), np.asarray(vector.values(), dtype=np.float32),
+                        vector.dimensions())
 
 
 def _to_array(vector: HalfVector) -> np.ndarray:

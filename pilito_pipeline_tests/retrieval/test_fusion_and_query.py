@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pilito_pipeline.retrieval.fusion import evidence_fusion, reciprocal_rank_fusion
+from pilito_pipeline.retrieval.fusion import evidence_fusion, latent_evidence, reciprocal_rank_fusion
 from pilito_pipeline.retrieval.query import analyze_query
 
 
@@ -27,6 +27,32 @@ def test_a_blind_arm_does_not_push_down_a_confident_one() -> None:
     assert evidence_fusion(dense, bm25, bm25_ceiling=20.0)[0][0] == 1
     # BM25 matched every term the site knows: its first result wins over a lukewarm dense list.
     assert evidence_fusion([(1, 0.84), (2, 0.83)], [(7, 19.0), (2, 5.0)], bm25_ceiling=20.0)[0][0] == 7
+
+
+def test_latent_terms_add_evidence_from_their_floor() -> None:
+    dense = [(1, 0.95), (2, 0.85)]
+    latent = [(2, 0.45), (5, 0.30), (6, 0.20)]
+    fused = dict(evidence_fusion(dense, [], latent=latent, latent_weight=0.75, latent_floor=0.25))
+    assert fused == pytest.approx({1: 0.75, 2: 0.25 + 0.75 * 0.2 / 0.75, 5: 0.75 * 0.05 / 0.75, 6: 0.0})
+    assert 5 not in dict(evidence_fusion(dense, [], latent=latent, latent_weight=0.0, latent_floor=0.25))
+    with pytest.raises(ValueError, match="latent_floor"):
+        evidence_fusion([], [], latent_floor=1.0)
+
+
+def test_a_blind_dense_arm_lets_the_latent_ranking_decide_across_languages() -> None:
+    """A Persian question about an English page: no chunk is close in the dense space, the latent
+    terms' cosines are all low; scored against their own best, the latent arm's first result leads."""
+    latent = [(7, 0.24), (8, 0.20), (9, 0.12)]
+    blind = [(1, 0.84), (2, 0.83)]
+    options = dict(floor=0.25, blind_below=0.85, relative_floor=0.7)
+    scores, floor = latent_evidence(blind, latent, across_languages=True, **options)
+    assert floor == 0.7 and dict(scores) == pytest.approx({7: 1.0, 8: 0.2 / 0.24, 9: 0.5})
+    assert evidence_fusion(blind, [], latent=scores, latent_weight=0.75, latent_floor=floor)[0][0] == 7
+    assert latent_evidence([], latent, across_languages=True, **options)[1] == 0.7  # no dense list
+    # the same language as the question, dense close to a chunk, or no latent list: cosines as they are
+    assert latent_evidence(blind, latent, across_languages=False, **options) == (latent, 0.25)
+    assert latent_evidence([(1, 0.93)], latent, across_languages=True, **options) == (latent, 0.25)
+    assert latent_evidence(blind, [], across_languages=True, **options) == ([], 0.25)
 
 
 def test_evidence_fusion_edges() -> None:

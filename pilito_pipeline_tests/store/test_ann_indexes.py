@@ -69,7 +69,8 @@ def registry(url: str) -> dict[str, dict]:
 def test_index_names_are_deterministic_short_and_distinct() -> None:
     names = ann_index_names("shop.example-1_A")
     assert names == ann_index_names("shop.example-1_A")
-    assert len(names) == 2 and names[0].endswith("_full") and names[1].endswith("_tldr")
+    assert len(names) == 3 and names[0].endswith("_full") and names[1].endswith("_tldr")
+    assert names[2].endswith("_latent_terms")
     assert all(len(name) < 63 and name.isascii() and name == name.lower() for name in names)
     assert set(names).isdisjoint(ann_index_names("shop.example-1_a"))
     assert len(ann_index_names("x" * 64)[0]) == len(names[0])
@@ -101,10 +102,11 @@ def test_builds_partial_indexes_registers_them_and_is_idempotent(database_url: s
     assert name == ann_index_names("big")[0]
     built = indexes_of(database_url, "big")
     assert set(built) == set(ann_index_names("big"))
-    for index, column in zip(ann_index_names("big"), ("full_embedding", "tldr_embedding"), strict=True):
+    operators = ("full_embedding halfvec_cosine_ops", "tldr_embedding halfvec_cosine_ops", "latent_terms sparsevec_ip_ops")
+    for index, column in zip(ann_index_names("big"), operators, strict=True):
         definition = built[index]["definition"]
         assert built[index]["valid"]
-        assert f"USING hnsw ({column} halfvec_cosine_ops)" in definition
+        assert f"USING hnsw ({column})" in definition
         assert "WHERE ((tenant_id = 'big'::text) AND (NOT is_parent))" in definition
     entry = registry(database_url)["big"]
     assert entry["index_names"] == list(ann_index_names("big")) and entry["chunk_count_at_build"] == 60
@@ -140,7 +142,7 @@ def test_concurrent_calls_build_each_index_once(database_url: str) -> None:
     # The builder returns the name; a caller that found the build under way may answer None (not ready yet).
     assert ann_index_names("big")[0] in results and set(results) <= {ann_index_names("big")[0], None}
     assert all(state["valid"] for state in indexes_of(database_url, "big").values())
-    assert len(indexes_of(database_url, "big")) == 2 and list(registry(database_url)) == ["big"]
+    assert len(indexes_of(database_url, "big")) == 3 and list(registry(database_url)) == ["big"]
 
 
 def test_invalid_index_left_by_a_cancelled_build_is_rebuilt(database_url: str) -> None:
@@ -182,7 +184,7 @@ def test_invalid_index_left_by_a_cancelled_build_is_rebuilt(database_url: str) -
         assert not tenant_ann_index_ready(conn, "big")  # registered, but an index is INVALID
         assert tenants_needing_ann_index(conn, min_chunks=60) == ["big"]
     assert ensure_tenant_ann_index(database_url, "big", min_chunks=60) == full_name
-    assert [state["valid"] for state in indexes_of(database_url, "big").values()] == [True, True]
+    assert [state["valid"] for state in indexes_of(database_url, "big").values()] == [True, True, True]
     with connect(database_url) as conn:
         assert tenant_ann_index_ready(conn, "big") and tenants_needing_ann_index(conn, min_chunks=60) == []
 
@@ -217,3 +219,17 @@ def test_tenants_needing_an_index_and_explicit_drop(database_url: str) -> None:
     assert drop_tenant_ann_index(database_url, "beta") is True
     assert drop_tenant_ann_index(database_url, "beta") is False
     assert indexes_of(database_url, "beta") == {} and registry(database_url) == {}
+
+
+def test_a_tenant_registered_before_the_latent_term_index_gets_it(database_url: str) -> None:
+    add_chunks(database_url, "big", 60)
+    assert ensure_tenant_ann_index(database_url, "big", min_chunks=60)
+    latent_index = ann_index_names("big")[2]
+    with connect(database_url, autocommit=True) as conn:  # as an older release left it: two indexes
+        conn.execute(f"DROP INDEX {latent_index}")
+        conn.execute("UPDATE tenant_ann_indexes SET index_names = %s WHERE tenant_id = 'big'",
+                     (list(ann_index_names("big")[:2]),))
+        assert tenants_needing_ann_index(conn, min_chunks=60) == ["big"]
+    assert ensure_tenant_ann_index(database_url, "big", min_chunks=60) == ann_index_names("big")[0]
+    assert set(indexes_of(database_url, "big")) == set(ann_index_names("big"))
+    assert registry(database_url)["big"]["index_names"] == list(ann_index_names("big"))

@@ -4,6 +4,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from pilito_pipeline.embed.provider import SparseVector
 from pilito_pipeline.store.checks import (
     chunks_without_live_page,
     embedding_mismatches,
@@ -35,6 +36,11 @@ def unit_vector(seed: str, dimension: int = DIMENSION) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+def latent_terms(seed: str) -> SparseVector:
+    rng = np.random.default_rng(int.from_bytes(text_digest(seed).encode()[:8], "big"))
+    return SparseVector.of(rng.choice(16384, 40, replace=False), rng.random(40) + 0.01, 16384)
+
+
 def make_rows(key: SourceKey, count: int, version: str = "v1", *, with_parent: bool = False) -> list[KnowledgeRow]:
     """`count` chunks of one source; the texts (and so the embeddings) depend on `version`."""
     tenant, chunk_type, source = key
@@ -62,6 +68,7 @@ def make_rows(key: SourceKey, count: int, version: str = "v1", *, with_parent: b
                 embedding_model=None if is_parent else MODEL,
                 full_embedding=None if is_parent else unit_vector(text),
                 tldr_embedding=None if is_parent else unit_vector("tldr " + text),
+                latent_terms=None if is_parent else latent_terms(text),
             )
         )
     return rows
@@ -75,7 +82,13 @@ def assert_rows_equal(stored: list[KnowledgeRow], expected: list[KnowledgeRow]) 
             assert (a is None) == (b is None), name
             if a is not None:
                 np.testing.assert_allclose(a, b, atol=1e-3)  # halfvec keeps ~3 decimal digits
-        plain = lambda r: {k: v for k, v in vars(r).items() if not k.endswith("_embedding")}  # noqa: E731
+        a, b = got.latent_terms, want.latent_terms
+        assert (a is None) == (b is None)
+        if a is not None:  # sparsevec keeps float4: exact
+            assert a.dimension == b.dimension
+            np.testing.assert_array_equal(a.indices, b.indices)
+            np.testing.assert_array_equal(a.values, b.values)
+        plain = lambda r: {k: v for k, v in vars(r).items() if not k.endswith("_embedding") and k != "latent_terms"}  # noqa: E731
         assert plain(got) == plain(want)
 
 
@@ -138,11 +151,25 @@ def test_changing_only_the_embedding_model_updates_rows(database_url: str) -> No
         for row in rows:
             row.embedding_model = "other-model"
         assert upsert_sources(conn, {A: rows}) == UpsertStats(updated=2)
-        assert reusable_embeddings(conn, [A], MODEL) == {}
-        reusable = reusable_embeddings(conn, [A], "other-model")
+        assert reusable_embeddings(conn, [A], MODEL) == ({}, {})
+        reusable, latent = reusable_embeddings(conn, [A], "other-model")
     # Filed under the text embedded (heading path and text: the SQL computes what `embedding_text` does).
     assert set(reusable) == {text_digest(embedding_text(r)) for r in rows} | {text_digest(r.tldr) for r in rows}
     np.testing.assert_allclose(reusable[text_digest(embedding_text(rows[0]))], rows[0].full_embedding, atol=1e-3)
+    assert set(latent) == {text_digest(embedding_text(r)) for r in rows}  # full texts only
+    np.testing.assert_array_equal(latent[text_digest(embedding_text(rows[1]))].values, rows[1].latent_terms.values)
+
+
+def test_changing_only_the_latent_terms_updates_rows(database_url: str) -> None:
+    rows = make_rows(A, 2)
+    with connect(database_url) as conn:
+        upsert_sources(conn, {A: rows})
+        rows[1].latent_terms = latent_terms("another reading")
+        assert upsert_sources(conn, {A: rows}) == UpsertStats(updated=1, unchanged=1)
+        assert_rows_equal(load_sources(conn, [A])[A], rows)
+        rows[0].latent_terms = None  # an embedder without a sparse head
+        assert upsert_sources(conn, {A: rows}) == UpsertStats(updated=1, unchanged=1)
+        assert_rows_equal(load_sources(conn, [A])[A], rows)
 
 
 def test_delete_sources(database_url: str) -> None:
