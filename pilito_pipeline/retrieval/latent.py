@@ -32,9 +32,11 @@ _PLANS: dict[str, str] = {"exact": _SQL.format(exact=" + 0"), "hnsw": _SQL.forma
 def tenant_latent_plan(conn: psycopg.Connection, tenant_id: str) -> DensePlan:
     """`hnsw` when the tenant's registered, valid ANN indexes include the latent-term one."""
     with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute("SELECT %s = ANY(index_names) FROM tenant_ann_indexes WHERE tenant_id = %s",
-                          (ann_index_names(tenant_id)[-1], tenant_id)).fetchone()
-    return "hnsw" if row and row[0] and tenant_ann_index_ready(conn, tenant_id) else "exact"
+        row = cur.execute("SELECT index_names FROM tenant_ann_indexes WHERE tenant_id = %s", (tenant_id,)).fetchone()
+    # a registered tenant has a valid id (the registry checks it), so its index names can be computed
+    if row is None or ann_index_names(tenant_id)[-1] not in row[0]:
+        return "exact"
+    return "hnsw" if tenant_ann_index_ready(conn, tenant_id) else "exact"
 
 
 def latent_search(conn: psycopg.Connection, tenant_id: str, chunk_types: Sequence[str], terms: SparseVector,

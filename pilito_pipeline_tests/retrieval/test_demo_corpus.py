@@ -169,5 +169,5 @@ def test_per_tenant_ann_recall_on_real_embeddings(database_url: str, embedder, e
         ann_plan = explain_dense(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="hnsw",
                                  tldr=True)
         exact_plan = explain_dense(conn, "target", ["website"], vector, 20, model=embedder.model_name, plan="exact")
-    assert all(f"Index Scan using {name}" in ann_plan for name in ann_index_names("target")), ann_plan
+    assert all(f"Index Scan using {name}" in ann_plan for name in ann_index_names("target")[:2]), ann_plan  # full, TL;DR
     assert "hnsw" not in exact_plan and "tenant_knowledge_ann_" not in exact_plan
