@@ -94,7 +94,9 @@ def embedding_service(data_dir: Path, wanted: bool) -> Iterator[EmbeddingService
 def batching(service: EmbeddingServiceProcess) -> str:
     with urllib.request.urlopen(f"{service.url}/health", timeout=30) as response:
         health = json.loads(response.read())
-    batches, requests = health["batches"].get("passage", 0), health["batched_requests"].get("passage", 0)
+    kinds = ("passage", "latent_terms")  # page runs of e5 ask for passages with their latent terms
+    batches = sum(health["batches"].get(kind, 0) for kind in kinds)
+    requests = sum(health["batched_requests"].get(kind, 0) for kind in kinds)
     return f"{requests} passage requests in {batches} model calls ({requests / max(batches, 1):.2f} a call)"
 
 
