@@ -10,7 +10,8 @@ import numpy as np
 import psycopg
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderMisconfigured
-from pilito_pipeline.embed.provider import EmbeddingProvider, SparseVector
+from pilito_pipeline.embed.provider import EmbeddingProvider
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.store.knowledge import KnowledgeRow, embedding_text, reusable_embeddings, text_digest
 
 

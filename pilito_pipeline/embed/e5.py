@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError
-from pilito_pipeline.embed.provider import SparseVector, l2_normalised
+from pilito_pipeline.embed.provider import l2_normalised
+from pilito_pipeline.sparse_vector import SparseVector
 
 if TYPE_CHECKING:
     import onnx

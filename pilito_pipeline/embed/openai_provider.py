@@ -18,7 +18,8 @@ import pybreaker
 from openai.types import CreateEmbeddingResponse
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError, ProviderMisconfigured, ProviderUnavailable
-from pilito_pipeline.embed.provider import SparseVector, l2_normalised
+from pilito_pipeline.embed.provider import l2_normalised
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.retries import OPENAI_CLIENT_RETRIES
 
 MAX_INPUTS_PER_REQUEST = 2048

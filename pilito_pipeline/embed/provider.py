@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -14,7 +13,9 @@ class EmbeddingProvider(Protocol):
 
     `embed` is for what is stored and searched (passages, chunks, TL;DRs); `embed_queries` for
     search queries. Models trained with a prefix per role (e5's "passage: " / "query: ") add
-    it here; for the others the two are the same.
+    it here; for the others the two are the same. A provider with a sparse head (e5's latent
+    terms, `embed/latent_terms.py`) also offers `embed_with_latent_terms(texts)` (passages' vectors
+    and their `sparse_vector.SparseVector`s, from one pass) and `query_latent_terms(texts)`.
     """
 
     model_name: str
@@ -28,33 +29,6 @@ class EmbeddingProvider(Protocol):
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search queries, in the same shape and space as `embed`."""
         ...
-
-
-@dataclass(frozen=True)
-class SparseVector:
-    """A sparse vector: feature ids ascending, their weights, and the space's size (the latent terms
-    of `embed/latent_terms.py`: providers with a sparse head offer `embed_with_latent_terms(texts)`,
-    passages' vectors and their latent terms, and `query_latent_terms(texts)`, L2-normalised)."""
-
-    indices: np.ndarray  # int32
-    values: np.ndarray  # float32
-    dimension: int
-
-    def __post_init__(self) -> None:
-        if self.indices.shape != self.values.shape or self.indices.ndim != 1:
-            raise ValueError("a sparse vector needs as many indices as values")
-
-    @classmethod
-    def of(cls, indices: np.ndarray, values: np.ndarray, dimension: int) -> SparseVector:
-        """Ids ascending (any order given), the values scaled to unit length (zero stays zero)."""
-        order = np.argsort(indices, kind="stable")
-        values = np.asarray(values, dtype=np.float32)[order]
-        norm = float(np.linalg.norm(values))
-        return cls(np.asarray(indices, dtype=np.int32)[order], values / norm if norm else values, dimension)
-
-    def dot(self, other: SparseVector) -> float:
-        common, mine, theirs = np.intersect1d(self.indices, other.indices, assume_unique=True, return_indices=True)
-        return float(self.values[mine] @ other.values[theirs]) if len(common) else 0.0
 
 
 def l2_normalised(vectors: np.ndarray) -> np.ndarray:

@@ -44,7 +44,8 @@ import numpy as np
 
 from pilito_pipeline.embed.errors import EmbeddingRequestError
 from pilito_pipeline.embed.factory import build_provider
-from pilito_pipeline.embed.provider import EmbeddingProvider, SparseVector
+from pilito_pipeline.embed.provider import EmbeddingProvider
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import psycopg
 from pgvector import SparseVector as PgSparseVector
 from psycopg.rows import tuple_row
 
-from pilito_pipeline.embed.provider import SparseVector
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.retrieval.dense import DensePlan, set_plan
 from pilito_pipeline.store.ann_indexes import ann_index_names, tenant_ann_index_ready
 

@@ -32,7 +32,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pilito_pipeline.embed import EmbeddingProvider, build_provider
-from pilito_pipeline.embed.provider import SparseVector
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.retrieval.bm25 import bm25_ceiling, bm25_search, tenant_chunk_count
 from pilito_pipeline.retrieval.chunks import chunk_language, fetch_chunks, fetch_parents
 from pilito_pipeline.retrieval.config import RetrievalConfig

@@ -43,7 +43,7 @@ from pgvector import SparseVector as PgSparseVector
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from pilito_pipeline.embed.provider import SparseVector
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.store.page_failures import clear_page_failures
 from pilito_pipeline.store.pages import lock_current_pages, mark_pages_processed
 

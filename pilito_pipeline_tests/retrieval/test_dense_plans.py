@@ -7,7 +7,7 @@ import pytest
 from pgvector import HalfVector
 from pgvector import SparseVector as PgSparseVector
 
-from pilito_pipeline.embed.provider import SparseVector
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.retrieval.latent import latent_search, tenant_latent_plan
 from pilito_pipeline.retrieval.dense import (
     dense_search,

@@ -12,7 +12,7 @@ import pytest
 
 from pilito_pipeline.embed import embed_rows
 from pilito_pipeline.embed.e5 import E5Provider
-from pilito_pipeline.embed.provider import SparseVector
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.ingest.sources import knowledge_rows
 from pilito_pipeline.retrieval import FeatureFlags, RetrievalConfig, Retriever
 from pilito_pipeline.retrieval.latent import latent_search

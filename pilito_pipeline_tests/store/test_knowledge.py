@@ -4,7 +4,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from pilito_pipeline.embed.provider import SparseVector
+from pilito_pipeline.sparse_vector import SparseVector
 from pilito_pipeline.store.checks import (
     chunks_without_live_page,
     embedding_mismatches,
