@@ -364,7 +364,8 @@ class Retriever:
             conn.execute(f"SET LOCAL statement_timeout = {int(self.config.statement_timeout_ms)}")
             call.tenant_chunks = tenant_chunk_count(conn, call.tenant_id)
             call.plan = tenant_dense_plan(conn, call.tenant_id)
-            call.latent_plan = tenant_latent_plan(conn, call.tenant_id)
+            # only a tenant with its own dense indexes can have the latent-term one (store/ann_indexes.py)
+            call.latent_plan = tenant_latent_plan(conn, call.tenant_id) if call.plan == "hnsw" else "exact"
         self._translate(conn, call)
         ranked: dict[str, list[RetrievedChunk]] = {}
         for group in groups:
